@@ -1,0 +1,74 @@
+//! Lookup-table optical density: 256 entries per channel replace a `log` per pixel.
+
+use crate::convention::{Convention, OffsetRule};
+
+/// Scale of the fixed-point OD used for the moments: integer sums are associative, so the
+/// plane does not depend on how pixels are split across tiles or threads.
+pub(crate) const FIXED_SCALE: f64 = (1u64 << 24) as f64;
+
+/// Per-channel optical-density tables for one convention and one resolved I0.
+#[derive(Debug, Clone)]
+pub(crate) struct OdLut {
+    /// `od[c][v]` in the convention's log base.
+    pub od: [[f64; 256]; 3],
+    /// `od` in fixed point (`round(od * FIXED_SCALE)`).
+    pub fixed: [[i64; 256]; 3],
+    /// `od²`, for the norm rule.
+    pub sq: [[f64; 256]; 3],
+}
+
+impl OdLut {
+    pub fn new(conv: &Convention, i0: [f64; 3]) -> Self {
+        let ln_base = conv.log_base.value().ln();
+        let mut od = [[0.0; 256]; 3];
+        let mut fixed = [[0i64; 256]; 3];
+        let mut sq = [[0.0; 256]; 3];
+        for c in 0..3 {
+            for v in 0..256usize {
+                let denom = match conv.offset {
+                    OffsetRule::MaxOne => (v as f64).max(1.0),
+                    OffsetRule::PlusOne => v as f64 + 1.0,
+                };
+                let d = (i0[c] / denom).ln() / ln_base;
+                od[c][v] = d;
+                fixed[c][v] = (d * FIXED_SCALE).round() as i64;
+                sq[c][v] = d * d;
+            }
+        }
+        OdLut { od, fixed, sq }
+    }
+
+    #[inline(always)]
+    pub fn norm_sq(&self, r: u8, g: u8, b: u8) -> f64 {
+        self.sq[0][r as usize] + self.sq[1][g as usize] + self.sq[2][b as usize]
+    }
+
+    #[inline(always)]
+    pub fn min_channel(&self, r: u8, g: u8, b: u8) -> f64 {
+        self.od[0][r as usize]
+            .min(self.od[1][g as usize])
+            .min(self.od[2][b as usize])
+    }
+
+    /// A table `t[c][v] = w[c] * od[c][v]`, so that `w · OD` is three lookups and two adds.
+    pub fn weighted(&self, w: [f64; 3]) -> [[f32; 256]; 3] {
+        let mut t = [[0f32; 256]; 3];
+        for c in 0..3 {
+            for v in 0..256 {
+                t[c][v] = (w[c] * self.od[c][v]) as f32;
+            }
+        }
+        t
+    }
+}
+
+/// `t[0][r] + t[1][g] + t[2][b]`.
+#[inline(always)]
+pub(crate) fn dot3<T: Copy + std::ops::Add<Output = T>>(
+    t: &[[T; 256]; 3],
+    r: u8,
+    g: u8,
+    b: u8,
+) -> T {
+    t[0][r as usize] + t[1][g as usize] + t[2][b as usize]
+}
