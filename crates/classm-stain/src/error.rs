@@ -12,7 +12,7 @@ pub type Result<T, E = StainError> = std::result::Result<T, E>;
 /// [`EmptyTissue`](StainError::EmptyTissue) / [`TooFewPixels`](StainError::TooFewPixels) →
 /// [`RankDeficient`](StainError::RankDeficient) →
 /// [`SingleStainSuspected`](StainError::SingleStainSuspected) →
-/// [`AmbiguousOrder`](StainError::AmbiguousOrder) → `Ok`.
+/// [`ImplausibleStain`](StainError::ImplausibleStain) → [`AmbiguousOrder`](StainError::AmbiguousOrder) → `Ok`.
 #[derive(Debug, Clone, PartialEq, thiserror::Error, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum StainError {
@@ -61,6 +61,19 @@ pub enum StainError {
         separation_deg: f64,
         /// The configured minimum, degrees.
         min_deg: f64,
+    },
+    /// A fitted vector absorbs negatively in some channel, which no stain does: the data is
+    /// dominated by something else (pen ink, black borders, non-H&E staining).
+    #[error(
+        "implausible stain vector: {stain} has OD component {component:.4} (allowed down to {min})"
+    )]
+    ImplausibleStain {
+        /// `H` or `E`.
+        stain: String,
+        /// The most negative component.
+        component: f64,
+        /// The configured floor.
+        min: f64,
     },
     /// The red-OD ordering rule and the Ruifrok cross-check disagree, or the margin is tiny.
     #[error(
@@ -115,6 +128,7 @@ pub enum ErrorKind {
     TooFewPixels,
     RankDeficient,
     SingleStainSuspected,
+    ImplausibleStain,
     AmbiguousOrder,
     ConventionMismatch,
     OutputSize,
@@ -132,6 +146,7 @@ impl StainError {
             StainError::TooFewPixels { .. } => ErrorKind::TooFewPixels,
             StainError::RankDeficient { .. } => ErrorKind::RankDeficient,
             StainError::SingleStainSuspected { .. } => ErrorKind::SingleStainSuspected,
+            StainError::ImplausibleStain { .. } => ErrorKind::ImplausibleStain,
             StainError::AmbiguousOrder { .. } => ErrorKind::AmbiguousOrder,
             StainError::ConventionMismatch { .. } => ErrorKind::ConventionMismatch,
             StainError::OutputSize { .. } => ErrorKind::OutputSize,
@@ -149,6 +164,7 @@ impl StainError {
                 | ErrorKind::TooFewPixels
                 | ErrorKind::RankDeficient
                 | ErrorKind::SingleStainSuspected
+                | ErrorKind::ImplausibleStain
                 | ErrorKind::AmbiguousOrder
         )
     }

@@ -25,12 +25,16 @@ pub struct EstimateOptions {
     /// H–E separation below this (degrees) is [`StainError::SingleStainSuspected`]. Default 8°
     /// (single-stain images measure 4–5°, real H&E tiles ≥ 13°).
     pub min_separation_deg: f64,
-    /// A red-OD margin (H red − E red, unit vectors) below this is
-    /// [`StainError::AmbiguousOrder`]. Default 0.01.
+    /// A stain-vector component below this is [`StainError::ImplausibleStain`]. Default −0.05
+    /// (real H&E tiles: ≥ −0.002).
+    pub min_component: f64,
+    /// A red-OD margin (H red − E red, unit vectors) below this makes the order ambiguous.
+    /// Default 0.01.
     pub min_red_margin: f64,
     /// Whether the red-OD order must agree with the Ruifrok references (margin > 0). Default true.
     pub ruifrok_check: bool,
-    /// What an ambiguous H/E order does: an error (default) or a flagged result.
+    /// What an ambiguous H/E order does: a flagged result (default, the warning is in the
+    /// diagnostics) or an error.
     pub on_ambiguous_order: OrderPolicy,
 }
 
@@ -76,8 +80,9 @@ impl EstimateOptions {
             rank_epsilon: 1e-5,
             min_separation_deg: 8.0,
             min_red_margin: 0.01,
+            min_component: -0.05,
             ruifrok_check: true,
-            on_ambiguous_order: OrderPolicy::Error,
+            on_ambiguous_order: OrderPolicy::Flag,
         }
     }
 
@@ -106,7 +111,10 @@ impl EstimateOptions {
         if !self.rank_epsilon.is_finite() || self.rank_epsilon < 0.0 {
             return Err(StainError::config("rank_epsilon must be finite and ≥ 0"));
         }
-        if !self.min_separation_deg.is_finite() || !self.min_red_margin.is_finite() {
+        if !self.min_separation_deg.is_finite()
+            || !self.min_red_margin.is_finite()
+            || !self.min_component.is_finite()
+        {
             return Err(StainError::config("thresholds must be finite"));
         }
         Ok(())

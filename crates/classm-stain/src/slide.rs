@@ -505,8 +505,8 @@ fn lut_ctx(common: Arc<Common>, i0: [f64; 3], i0_source: I0Source) -> LutCtx {
     }
 }
 
-/// Per-channel mode of the bright neutral pixels (smoothed over ±2 levels). Needs at least
-/// 0.1 % of the usable pixels and 100 pixels of background.
+/// Per-channel mode of the bright, near-neutral pixels (ties go to the brighter value). Needs
+/// at least 0.1 % of the usable pixels and 100 pixels of background.
 fn estimate_i0(hist: &[[u64; 256]; 3], n: u64, usable: u64) -> Option<[f64; 3]> {
     if n < 100 || n * 1000 < usable {
         return None;
@@ -514,10 +514,9 @@ fn estimate_i0(hist: &[[u64; 256]; 3], n: u64, usable: u64) -> Option<[f64; 3]> 
     let mut i0 = [255.0; 3];
     for c in 0..3 {
         let mut best = (0u64, 255usize);
-        for v in 0..256usize {
-            let s: u64 = hist[c][v.saturating_sub(2)..(v + 3).min(256)].iter().sum();
-            if s >= best.0 {
-                best = (s, v);
+        for (v, &count) in hist[c].iter().enumerate() {
+            if count >= best.0 {
+                best = (count, v);
             }
         }
         i0[c] = best.1.max(1) as f64;
@@ -596,6 +595,16 @@ fn fit_vectors(ctx: Arc<PlaneCtx>, hist: &[u64], kept: u64) -> Result<Arc<VecCtx
             separation_deg: separation,
             min_deg: o.min_separation_deg,
         });
+    }
+    for (name, v) in [("H", h), ("E", e)] {
+        let component = v[0].min(v[1]).min(v[2]);
+        if component < o.min_component {
+            return Err(StainError::ImplausibleStain {
+                stain: name.into(),
+                component,
+                min: o.min_component,
+            });
+        }
     }
     let mut warnings = Vec::new();
     if ctx.lut.i0_source == I0Source::Fallback {

@@ -45,7 +45,7 @@ impl<'a> RgbView<'a> {
                 .and_then(|v| v.checked_add(row))
                 .ok_or_else(|| StainError::invalid("image size overflows"))?
         };
-        if data.len() < needed || (stride == row && data.len() != needed && width > 0) {
+        if data.len() < needed || (stride == row && data.len() != needed) {
             return Err(StainError::invalid(format!(
                 "buffer of {} bytes does not hold {width}x{height} RGB8 pixels ({needed} bytes); \
                  RGBA, grey or 16-bit data must be converted explicitly",
