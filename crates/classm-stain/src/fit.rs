@@ -13,32 +13,59 @@ pub const RUIFROK_H: [f64; 3] = [0.65, 0.70, 0.29];
 /// Ruifrok & Johnston eosin direction (normalised at use).
 pub const RUIFROK_E: [f64; 3] = [0.07, 0.99, 0.11];
 
-/// Exact integer first and second moments of fixed-point OD vectors.
+/// Exact integer first and second moments of fixed-point OD vectors. Sums run in `i64` for
+/// up to [`FLUSH`] pixels and are then carried into `i128`, so no pixel count overflows.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Moments {
     pub n: u64,
     pub s: [i128; 3],
     /// rr, rg, rb, gg, gb, bb
     pub ss: [i128; 6],
+    part: [i64; 9],
+    pending: u32,
 }
+
+/// With |OD| < 2^4 and 2^20 fixed-point steps, one product is below 2^48: 2^14 of them fit
+/// in an `i64`.
+const FLUSH: u32 = 1 << 14;
 
 impl Moments {
     #[inline(always)]
     pub fn add(&mut self, q: [i64; 3]) {
-        self.n += 1;
         let [r, g, b] = q;
-        self.s[0] += r as i128;
-        self.s[1] += g as i128;
-        self.s[2] += b as i128;
-        self.ss[0] += (r * r) as i128;
-        self.ss[1] += (r * g) as i128;
-        self.ss[2] += (r * b) as i128;
-        self.ss[3] += (g * g) as i128;
-        self.ss[4] += (g * b) as i128;
-        self.ss[5] += (b * b) as i128;
+        let p = &mut self.part;
+        p[0] += r;
+        p[1] += g;
+        p[2] += b;
+        p[3] += r * r;
+        p[4] += r * g;
+        p[5] += r * b;
+        p[6] += g * g;
+        p[7] += g * b;
+        p[8] += b * b;
+        self.pending += 1;
+        if self.pending == FLUSH {
+            self.flush();
+        }
+    }
+
+    #[inline(never)]
+    fn flush(&mut self) {
+        self.n += u64::from(self.pending);
+        for i in 0..3 {
+            self.s[i] += i128::from(self.part[i]);
+        }
+        for i in 0..6 {
+            self.ss[i] += i128::from(self.part[3 + i]);
+        }
+        self.part = [0; 9];
+        self.pending = 0;
     }
 
     pub fn merge(&mut self, o: &Moments) {
+        self.flush();
+        let mut o = o.clone();
+        o.flush();
         self.n += o.n;
         for i in 0..3 {
             self.s[i] += o.s[i];
@@ -50,7 +77,8 @@ impl Moments {
 
     /// Population covariance (÷N), computed from exact integer numerators `N·Σxy − Σx·Σy` so a
     /// constant colour gives exactly zero.
-    pub fn covariance(&self) -> Matrix3<f64> {
+    pub fn covariance(&mut self) -> Matrix3<f64> {
+        self.flush();
         let n = self.n as i128;
         let idx = [[0, 1, 2], [1, 3, 4], [2, 4, 5]];
         let mut c = Matrix3::zeros();

@@ -4,7 +4,7 @@ use crate::convention::{Convention, OffsetRule};
 
 /// Scale of the fixed-point OD used for the moments: integer sums are associative, so the
 /// plane does not depend on how pixels are split across tiles or threads.
-pub(crate) const FIXED_SCALE: f64 = (1u64 << 24) as f64;
+pub(crate) const FIXED_SCALE: f64 = (1u64 << 20) as f64;
 
 /// Per-channel optical-density tables for one convention and one resolved I0.
 #[derive(Debug, Clone)]
@@ -31,7 +31,8 @@ impl OdLut {
                 };
                 let d = (i0[c] / denom).ln() / ln_base;
                 od[c][v] = d;
-                fixed[c][v] = (d * FIXED_SCALE).round() as i64;
+                // |OD| ≤ log(65535) < 16 keeps products inside the i64 partial sums.
+                fixed[c][v] = (d.clamp(-15.9, 15.9) * FIXED_SCALE).round() as i64;
                 sq[c][v] = d * d;
             }
         }

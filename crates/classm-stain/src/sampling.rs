@@ -178,20 +178,46 @@ fn splitmix(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// Calls `f(r, g, b)` for every sampled, non-excluded pixel of `tile`, counting into `seen`.
-#[inline(always)]
-pub(crate) fn walk<F: FnMut(u8, u8, u8)>(
+/// What a pass does with one pixel. Implementations mark `pixel` `#[inline(always)]` so the
+/// walk below compiles to one tight loop per pass.
+pub(crate) trait Sink {
+    fn pixel(&mut self, r: u8, g: u8, b: u8);
+}
+
+/// Calls `sink.pixel(r, g, b)` for every sampled, non-excluded pixel of `tile`, counting into
+/// `seen`. The common case (every pixel, no mask) is a tight loop of its own.
+pub(crate) fn walk<S: Sink>(
     tile: &Tile<'_>,
     sampling: Sampling,
     art: Artefacts,
     seen: &mut Seen,
-    mut f: F,
+    sink: &mut S,
 ) {
     let img = tile.image;
     let w = img.width();
-    let dark = art.dark_max;
-    let sat = art.saturated;
     seen.pixels += img.pixels() as u64;
+    // A pixel is dark when its brightest channel is at most `dark` (-1: never).
+    let dark = art.dark_max.map_or(-1i16, i16::from);
+    let sat = art.saturated;
+    if sampling == Sampling::All && tile.mask.is_none() {
+        let (mut n_dark, mut n_sat) = (0u64, 0u64);
+        for y in 0..img.height() {
+            for p in img.row(y).chunks_exact(3) {
+                let (r, g, b) = (p[0], p[1], p[2]);
+                if i16::from(r.max(g).max(b)) <= dark {
+                    n_dark += 1;
+                } else if sat && r.min(g).min(b) == 0 {
+                    n_sat += 1;
+                } else {
+                    sink.pixel(r, g, b);
+                }
+            }
+        }
+        seen.sampled += img.pixels() as u64;
+        seen.dark += n_dark;
+        seen.saturated += n_sat;
+        return;
+    }
     let mut visit = |p: &[u8], m: u8, seen: &mut Seen| {
         seen.sampled += 1;
         if m == 0 {
@@ -199,17 +225,13 @@ pub(crate) fn walk<F: FnMut(u8, u8, u8)>(
             return;
         }
         let (r, g, b) = (p[0], p[1], p[2]);
-        if let Some(t) = dark {
-            if r <= t && g <= t && b <= t {
-                seen.dark += 1;
-                return;
-            }
-        }
-        if sat && (r == 0 || g == 0 || b == 0) {
+        if i16::from(r.max(g).max(b)) <= dark {
+            seen.dark += 1;
+        } else if sat && r.min(g).min(b) == 0 {
             seen.saturated += 1;
-            return;
+        } else {
+            sink.pixel(r, g, b);
         }
-        f(r, g, b);
     };
     for y in 0..img.height() {
         let gy = tile.origin.1 + y as u64;

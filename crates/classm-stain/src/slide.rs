@@ -19,7 +19,7 @@ use crate::fit::{
     self, HIST_BINS, Moments, Plane, bin_of, dot, hist_quantile, pseudo_angle, pseudo_to_angle,
 };
 use crate::od::{OdLut, dot3};
-use crate::sampling::{Seen, Tile, walk};
+use crate::sampling::{Seen, Sink, Tile, walk};
 
 /// The pass a [`PassState`] accumulates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,6 +109,130 @@ pub struct PassState {
     seen: Seen,
 }
 
+struct BgSink<'a> {
+    hist: &'a mut [[u64; 256]; 3],
+    n: &'a mut u64,
+}
+
+impl Sink for BgSink<'_> {
+    #[inline(always)]
+    fn pixel(&mut self, r: u8, g: u8, b: u8) {
+        let lo = r.min(g).min(b);
+        let hi = r.max(g).max(b);
+        if lo >= BG_MIN && hi - lo <= BG_MAX_SPREAD {
+            self.hist[0][r as usize] += 1;
+            self.hist[1][g as usize] += 1;
+            self.hist[2][b as usize] += 1;
+            *self.n += 1;
+        }
+    }
+}
+
+struct MomentSink<'a> {
+    lut: &'a OdLut,
+    beta: f64,
+    beta2: f64,
+    all_channels: bool,
+    pca: PcaPixels,
+    m: &'a mut Moments,
+    tissue: &'a mut u64,
+}
+
+impl Sink for MomentSink<'_> {
+    #[inline(always)]
+    fn pixel(&mut self, r: u8, g: u8, b: u8) {
+        let lut = self.lut;
+        let is_tissue = if self.all_channels {
+            lut.min_channel(r, g, b) >= self.beta
+        } else {
+            lut.norm_sq(r, g, b) >= self.beta2
+        };
+        *self.tissue += u64::from(is_tissue);
+        let q = [
+            lut.fixed[0][r as usize],
+            lut.fixed[1][g as usize],
+            lut.fixed[2][b as usize],
+        ];
+        let take = match self.pca {
+            PcaPixels::Tissue => is_tissue,
+            PcaPixels::NonBlank => q != [0, 0, 0],
+            PcaPixels::All => true,
+        };
+        if take {
+            self.m.add(q);
+        }
+    }
+}
+
+struct AngleSink<'a> {
+    lut: &'a OdLut,
+    lx: &'a [[f32; 256]; 3],
+    ly: &'a [[f32; 256]; 3],
+    beta: f64,
+    beta2: f64,
+    rule: TissueRule,
+    hist: &'a mut [u64],
+    kept: &'a mut u64,
+}
+
+impl Sink for AngleSink<'_> {
+    #[inline(always)]
+    fn pixel(&mut self, r: u8, g: u8, b: u8) {
+        let x = dot3(self.lx, r, g, b);
+        let y = dot3(self.ly, r, g, b);
+        let keep = match self.rule {
+            TissueRule::ProjectedNorm => x * x + y * y >= self.beta2 as f32,
+            TissueRule::OdNorm => self.lut.norm_sq(r, g, b) >= self.beta2,
+            TissueRule::AllChannels => self.lut.min_channel(r, g, b) >= self.beta,
+        };
+        if keep {
+            self.hist[bin_of(pseudo_angle(x, y), -2.0, HIST_BINS as f32 / 4.0)] += 1;
+            *self.kept += 1;
+        }
+    }
+}
+
+struct ConcSink<'a> {
+    lut: &'a OdLut,
+    beta2: f64,
+    lh: &'a [[f32; 256]; 3],
+    le: &'a [[f32; 256]; 3],
+    hlo: f32,
+    elo: f32,
+    hinv: f32,
+    einv: f32,
+    mode: MaxConcPixels,
+    h: &'a mut [u64],
+    e: &'a mut [u64],
+    tissue: &'a mut u64,
+    neg: &'a mut [u64; 2],
+}
+
+impl Sink for ConcSink<'_> {
+    #[inline(always)]
+    fn pixel(&mut self, r: u8, g: u8, b: u8) {
+        let ch = dot3(self.lh, r, g, b);
+        let ce = dot3(self.le, r, g, b);
+        let is_tissue = self.lut.norm_sq(r, g, b) >= self.beta2;
+        if is_tissue {
+            *self.tissue += 1;
+            self.neg[0] += u64::from(ch < 0.0);
+            self.neg[1] += u64::from(ce < 0.0);
+        }
+        let (use_h, use_e) = match self.mode {
+            MaxConcPixels::Tissue => (is_tissue, is_tissue),
+            MaxConcPixels::All => (true, true),
+            MaxConcPixels::ConcAtLeast(_) => (ch >= self.hlo, ce >= self.elo),
+        };
+        if use_h {
+            self.h[bin_of(ch, self.hlo, self.hinv)] += 1;
+        }
+        if use_e {
+            self.e[bin_of(ce, self.elo, self.einv)] += 1;
+        }
+    }
+}
+
 const BG_MIN: u8 = 180;
 const BG_MAX_SPREAD: u8 = 24;
 
@@ -139,68 +263,34 @@ impl PassState {
         match &mut self.state {
             State::Background { common, hist, n } => {
                 let o = &common.opts;
-                walk(tile, o.sampling, o.artefacts, seen, |r, g, b| {
-                    let lo = r.min(g).min(b);
-                    let hi = r.max(g).max(b);
-                    if lo >= BG_MIN && hi - lo <= BG_MAX_SPREAD {
-                        hist[0][r as usize] += 1;
-                        hist[1][g as usize] += 1;
-                        hist[2][b as usize] += 1;
-                        *n += 1;
-                    }
-                });
+                walk(tile, o.sampling, o.artefacts, seen, &mut BgSink { hist, n });
             }
             State::Moments { ctx, m, tissue } => {
                 let o = &ctx.common.opts;
-                let lut = &ctx.lut;
-                let beta2 = ctx.beta2;
-                let beta = o.convention.beta;
-                let all_channels = o.convention.tissue_rule == TissueRule::AllChannels;
-                let pca = o.convention.pca_pixels;
-                walk(tile, o.sampling, o.artefacts, seen, |r, g, b| {
-                    let is_tissue = if all_channels {
-                        lut.min_channel(r, g, b) >= beta
-                    } else {
-                        lut.norm_sq(r, g, b) >= beta2
-                    };
-                    *tissue += u64::from(is_tissue);
-                    let q = [
-                        lut.fixed[0][r as usize],
-                        lut.fixed[1][g as usize],
-                        lut.fixed[2][b as usize],
-                    ];
-                    let take = match pca {
-                        PcaPixels::Tissue => is_tissue,
-                        PcaPixels::NonBlank => q != [0, 0, 0],
-                        PcaPixels::All => true,
-                    };
-                    if take {
-                        m.add(q);
-                    }
-                });
+                let mut sink = MomentSink {
+                    lut: &ctx.lut,
+                    beta: o.convention.beta,
+                    beta2: ctx.beta2,
+                    all_channels: o.convention.tissue_rule == TissueRule::AllChannels,
+                    pca: o.convention.pca_pixels,
+                    m,
+                    tissue,
+                };
+                walk(tile, o.sampling, o.artefacts, seen, &mut sink);
             }
             State::Angles { ctx, hist, kept } => {
                 let o = &ctx.lut.common.opts;
-                let lut = &ctx.lut.lut;
-                let beta = o.convention.beta;
-                let beta2 = ctx.lut.beta2;
-                let beta2f = beta2 as f32;
-                let rule = o.convention.tissue_rule;
-                let (lx, ly) = (&ctx.lx, &ctx.ly);
-                let inv_w = HIST_BINS as f32 / 4.0;
-                walk(tile, o.sampling, o.artefacts, seen, |r, g, b| {
-                    let x = dot3(lx, r, g, b);
-                    let y = dot3(ly, r, g, b);
-                    let keep = match rule {
-                        TissueRule::ProjectedNorm => x * x + y * y >= beta2f,
-                        TissueRule::OdNorm => lut.norm_sq(r, g, b) >= beta2,
-                        TissueRule::AllChannels => lut.min_channel(r, g, b) >= beta,
-                    };
-                    if keep {
-                        hist[bin_of(pseudo_angle(x, y), -2.0, inv_w)] += 1;
-                        *kept += 1;
-                    }
-                });
+                let mut sink = AngleSink {
+                    lut: &ctx.lut.lut,
+                    lx: &ctx.lx,
+                    ly: &ctx.ly,
+                    beta: o.convention.beta,
+                    beta2: ctx.lut.beta2,
+                    rule: o.convention.tissue_rule,
+                    hist,
+                    kept,
+                };
+                walk(tile, o.sampling, o.artefacts, seen, &mut sink);
             }
             State::Concentrations {
                 ctx,
@@ -210,35 +300,24 @@ impl PassState {
                 neg,
             } => {
                 let o = &ctx.plane.lut.common.opts;
-                let lut = &ctx.plane.lut.lut;
-                let beta2 = ctx.plane.lut.beta2;
-                let (lh, le) = (&ctx.lh, &ctx.le);
                 let (hlo, hhi) = ctx.h_range;
                 let (elo, ehi) = ctx.e_range;
-                let hinv = HIST_BINS as f32 / (hhi - hlo);
-                let einv = HIST_BINS as f32 / (ehi - elo);
-                let mode = o.convention.max_conc_pixels;
-                walk(tile, o.sampling, o.artefacts, seen, |r, g, b| {
-                    let ch = dot3(lh, r, g, b);
-                    let ce = dot3(le, r, g, b);
-                    let is_tissue = lut.norm_sq(r, g, b) >= beta2;
-                    if is_tissue {
-                        *tissue += 1;
-                        neg[0] += u64::from(ch < 0.0);
-                        neg[1] += u64::from(ce < 0.0);
-                    }
-                    let (use_h, use_e) = match mode {
-                        MaxConcPixels::Tissue => (is_tissue, is_tissue),
-                        MaxConcPixels::All => (true, true),
-                        MaxConcPixels::ConcAtLeast(_) => (ch >= hlo, ce >= elo),
-                    };
-                    if use_h {
-                        h[bin_of(ch, hlo, hinv)] += 1;
-                    }
-                    if use_e {
-                        e[bin_of(ce, elo, einv)] += 1;
-                    }
-                });
+                let mut sink = ConcSink {
+                    lut: &ctx.plane.lut.lut,
+                    beta2: ctx.plane.lut.beta2,
+                    lh: &ctx.lh,
+                    le: &ctx.le,
+                    hlo,
+                    elo,
+                    hinv: HIST_BINS as f32 / (hhi - hlo),
+                    einv: HIST_BINS as f32 / (ehi - elo),
+                    mode: o.convention.max_conc_pixels,
+                    h,
+                    e,
+                    tissue,
+                    neg,
+                };
+                walk(tile, o.sampling, o.artefacts, seen, &mut sink);
             }
         }
         Ok(())
@@ -524,7 +603,7 @@ fn estimate_i0(hist: &[[u64; 256]; 3], n: u64, usable: u64) -> Option<[f64; 3]> 
     Some(i0)
 }
 
-fn fit_plane(ctx: Arc<LutCtx>, m: Moments, tissue: u64, seen: Seen) -> Result<Arc<PlaneCtx>> {
+fn fit_plane(ctx: Arc<LutCtx>, mut m: Moments, tissue: u64, seen: Seen) -> Result<Arc<PlaneCtx>> {
     let o = &ctx.common.opts;
     if tissue == 0 {
         return Err(StainError::EmptyTissue {
