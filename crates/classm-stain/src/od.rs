@@ -54,9 +54,9 @@ impl OdLut {
     /// A table `t[c][v] = w[c] * od[c][v]`, so that `w · OD` is three lookups and two adds.
     pub fn weighted(&self, w: [f64; 3]) -> [[f32; 256]; 3] {
         let mut t = [[0f32; 256]; 3];
-        for c in 0..3 {
-            for v in 0..256 {
-                t[c][v] = (w[c] * self.od[c][v]) as f32;
+        for ((tc, oc), wc) in t.iter_mut().zip(&self.od).zip(w) {
+            for (tv, ov) in tc.iter_mut().zip(oc) {
+                *tv = (wc * ov) as f32;
             }
         }
         t

@@ -619,7 +619,7 @@ fn fit_plane(ctx: Arc<LutCtx>, mut m: Moments, tissue: u64, seen: Seen) -> Resul
     }
     let plane = Plane::from_covariance(m.covariance());
     let [l1, l2, _] = plane.eigenvalues;
-    if !(l1 > 1e-12) || l2 <= o.rank_epsilon * l1 {
+    if l1.is_nan() || l1 <= 1e-12 || l2 <= o.rank_epsilon * l1 {
         return Err(StainError::RankDeficient {
             eigenvalues: plane.eigenvalues,
         });
@@ -669,7 +669,7 @@ fn fit_vectors(ctx: Arc<PlaneCtx>, hist: &[u64], kept: u64) -> Result<Arc<VecCtx
     let rh = fit::normalize(fit::RUIFROK_H);
     let re = fit::normalize(fit::RUIFROK_E);
     let ruifrok_margin = (dot(h, rh) + dot(e, re)) - (dot(h, re) + dot(e, rh));
-    if !(separation >= o.min_separation_deg) {
+    if separation.is_nan() || separation < o.min_separation_deg {
         return Err(StainError::SingleStainSuspected {
             separation_deg: separation,
             min_deg: o.min_separation_deg,
@@ -689,7 +689,9 @@ fn fit_vectors(ctx: Arc<PlaneCtx>, hist: &[u64], kept: u64) -> Result<Arc<VecCtx
     if ctx.lut.i0_source == I0Source::Fallback {
         warnings.push(Warning::I0Fallback);
     }
-    if red_margin < o.min_red_margin || (o.ruifrok_check && !(ruifrok_margin > 0.0)) {
+    if red_margin < o.min_red_margin
+        || (o.ruifrok_check && (ruifrok_margin.is_nan() || ruifrok_margin <= 0.0))
+    {
         match o.on_ambiguous_order {
             OrderPolicy::Error => {
                 return Err(StainError::AmbiguousOrder {
