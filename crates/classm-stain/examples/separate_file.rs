@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use classm_stain::{EstimateOptions, Output, RgbView, Separator, estimate};
+use classm_stain::{EstimateOptions, Output, RgbView, Sampling, estimate_and_separate_into};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let path = std::env::args()
@@ -15,21 +15,27 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let view = RgbView::new(w, h, img.as_raw())?;
     let mut hmap = vec![0f32; w * h];
     let mut emap = vec![0f32; w * h];
-    for _ in 0..3 {
-        let t0 = Instant::now();
-        let est = estimate(view, &EstimateOptions::default())?;
-        let t1 = Instant::now();
-        Separator::new(&est)?.separate_into(view, Output::ModelInput, &mut hmap, &mut emap)?;
-        let t2 = Instant::now();
-        let mp = (w * h) as f64 / 1e6;
-        println!(
-            "{path}: H {:?} E {:?}; estimate {:.1} ms, separate {:.1} ms, {:.0} MP/s end to end",
-            est.matrix.h,
-            est.matrix.e,
-            (t1 - t0).as_secs_f64() * 1e3,
-            (t2 - t1).as_secs_f64() * 1e3,
-            mp / (t2 - t0).as_secs_f64()
-        );
+    for (name, opts) in [
+        ("all pixels", EstimateOptions::default()),
+        (
+            "grid:10",
+            EstimateOptions::default().with_sampling(Sampling::Grid { step: 10 }),
+        ),
+    ] {
+        for _ in 0..3 {
+            let t0 = Instant::now();
+            let est =
+                estimate_and_separate_into(view, &opts, Output::ModelInput, &mut hmap, &mut emap)?;
+            let dt = t0.elapsed().as_secs_f64();
+            println!(
+                "{path} [{name}]: H {:.4?} E {:.4?}; {:.1} ms, {:.0} MP/s ({} threads)",
+                est.matrix.h,
+                est.matrix.e,
+                dt * 1e3,
+                (w * h) as f64 / 1e6 / dt,
+                rayon::current_num_threads()
+            );
+        }
     }
     Ok(())
 }

@@ -4,9 +4,13 @@ use nalgebra::{Matrix3, SymmetricEigen};
 
 use crate::od::FIXED_SCALE;
 
-/// Bins of the angle and concentration histograms. 2^16 bins put the quantisation of the
-/// angle below 0.006° on the full circle, far inside every tolerance.
-pub(crate) const HIST_BINS: usize = 1 << 16;
+/// Bins of the angle histogram: 2^16 bins put the quantisation of the angle below 0.007° on
+/// the full circle, far inside every tolerance.
+pub(crate) const ANGLE_BINS: usize = 1 << 16;
+
+/// Bins of each concentration histogram. Smaller, so that both stay in cache: with linear
+/// interpolation inside a bin the 99th percentile is still within 1e-4 relative.
+pub(crate) const CONC_BINS: usize = 1 << 14;
 
 /// Ruifrok & Johnston hematoxylin direction (normalised at use).
 pub const RUIFROK_H: [f64; 3] = [0.65, 0.70, 0.29];
@@ -213,11 +217,11 @@ pub(crate) fn pseudo_to_angle(p: f64) -> f64 {
     }
 }
 
-/// Bin of a value in `[lo, hi)` with `HIST_BINS` bins (clamped to the ends).
+/// Bin of a value in `[lo, hi)` with `bins` bins (clamped to the ends).
 #[inline(always)]
-pub(crate) fn bin_of(v: f32, lo: f32, inv_width: f32) -> usize {
+pub(crate) fn bin_of(v: f32, lo: f32, inv_width: f32, bins: usize) -> usize {
     let b = ((v - lo) * inv_width) as i64;
-    b.clamp(0, HIST_BINS as i64 - 1) as usize
+    b.clamp(0, bins as i64 - 1) as usize
 }
 
 /// The `q` quantile (0..=1) of histogrammed values, `numpy`'s linear rule on the ranks, with

@@ -38,6 +38,10 @@
 //! ```
 #![deny(missing_docs)]
 
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
 mod convention;
 mod error;
 mod estimate;
@@ -57,7 +61,7 @@ pub use convention::{
 pub use error::{ErrorKind, Result, StainError};
 pub use estimate::{
     Diagnostics, EstimateOptions, I0Source, OrderPolicy, StainEstimate, StainMatrix, Warning,
-    estimate, estimate_masked, estimate_tile,
+    estimate, estimate_and_separate, estimate_and_separate_into, estimate_masked, estimate_tile,
 };
 pub use fit::{RUIFROK_E, RUIFROK_H};
 #[cfg(feature = "image")]

@@ -185,7 +185,9 @@ pub(crate) trait Sink {
 }
 
 /// Calls `sink.pixel(r, g, b)` for every sampled, non-excluded pixel of `tile`, counting into
-/// `seen`. The common case (every pixel, no mask) is a tight loop of its own.
+/// `seen`. The common case (every pixel, no mask) is a tight loop of its own. Inlined so
+/// that the sink's counters live in registers.
+#[inline(always)]
 pub(crate) fn walk<S: Sink>(
     tile: &Tile<'_>,
     sampling: Sampling,

@@ -16,10 +16,11 @@ use crate::estimate::{
     Diagnostics, EstimateOptions, I0Source, OrderPolicy, StainEstimate, StainMatrix, Warning,
 };
 use crate::fit::{
-    self, HIST_BINS, Moments, Plane, bin_of, dot, hist_quantile, pseudo_angle, pseudo_to_angle,
+    self, ANGLE_BINS, CONC_BINS, Moments, Plane, bin_of, dot, hist_quantile, pseudo_angle,
+    pseudo_to_angle,
 };
 use crate::od::{OdLut, dot3};
-use crate::sampling::{Seen, Sink, Tile, walk};
+use crate::sampling::{Sampling, Seen, Sink, Tile, walk};
 
 /// The pass a [`PassState`] accumulates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,7 +112,7 @@ pub struct PassState {
 
 struct BgSink<'a> {
     hist: &'a mut [[u64; 256]; 3],
-    n: &'a mut u64,
+    n: u64,
 }
 
 impl Sink for BgSink<'_> {
@@ -123,7 +124,7 @@ impl Sink for BgSink<'_> {
             self.hist[0][r as usize] += 1;
             self.hist[1][g as usize] += 1;
             self.hist[2][b as usize] += 1;
-            *self.n += 1;
+            self.n += 1;
         }
     }
 }
@@ -134,8 +135,8 @@ struct MomentSink<'a> {
     beta2: f64,
     all_channels: bool,
     pca: PcaPixels,
-    m: &'a mut Moments,
-    tissue: &'a mut u64,
+    m: Moments,
+    tissue: u64,
 }
 
 impl Sink for MomentSink<'_> {
@@ -147,7 +148,7 @@ impl Sink for MomentSink<'_> {
         } else {
             lut.norm_sq(r, g, b) >= self.beta2
         };
-        *self.tissue += u64::from(is_tissue);
+        self.tissue += u64::from(is_tissue);
         let q = [
             lut.fixed[0][r as usize],
             lut.fixed[1][g as usize],
@@ -172,7 +173,7 @@ struct AngleSink<'a> {
     beta2: f64,
     rule: TissueRule,
     hist: &'a mut [u64],
-    kept: &'a mut u64,
+    kept: u64,
 }
 
 impl Sink for AngleSink<'_> {
@@ -186,8 +187,13 @@ impl Sink for AngleSink<'_> {
             TissueRule::AllChannels => self.lut.min_channel(r, g, b) >= self.beta,
         };
         if keep {
-            self.hist[bin_of(pseudo_angle(x, y), -2.0, HIST_BINS as f32 / 4.0)] += 1;
-            *self.kept += 1;
+            self.hist[bin_of(
+                pseudo_angle(x, y),
+                -2.0,
+                ANGLE_BINS as f32 / 4.0,
+                ANGLE_BINS,
+            )] += 1;
+            self.kept += 1;
         }
     }
 }
@@ -204,8 +210,8 @@ struct ConcSink<'a> {
     mode: MaxConcPixels,
     h: &'a mut [u64],
     e: &'a mut [u64],
-    tissue: &'a mut u64,
-    neg: &'a mut [u64; 2],
+    tissue: u64,
+    neg: [u64; 2],
 }
 
 impl Sink for ConcSink<'_> {
@@ -213,9 +219,16 @@ impl Sink for ConcSink<'_> {
     fn pixel(&mut self, r: u8, g: u8, b: u8) {
         let ch = dot3(self.lh, r, g, b);
         let ce = dot3(self.le, r, g, b);
+        self.record(ch, ce, r, g, b);
+    }
+}
+
+impl ConcSink<'_> {
+    #[inline(always)]
+    fn record(&mut self, ch: f32, ce: f32, r: u8, g: u8, b: u8) {
         let is_tissue = self.lut.norm_sq(r, g, b) >= self.beta2;
         if is_tissue {
-            *self.tissue += 1;
+            self.tissue += 1;
             self.neg[0] += u64::from(ch < 0.0);
             self.neg[1] += u64::from(ce < 0.0);
         }
@@ -225,10 +238,10 @@ impl Sink for ConcSink<'_> {
             MaxConcPixels::ConcAtLeast(_) => (ch >= self.hlo, ce >= self.elo),
         };
         if use_h {
-            self.h[bin_of(ch, self.hlo, self.hinv)] += 1;
+            self.h[bin_of(ch, self.hlo, self.hinv, CONC_BINS)] += 1;
         }
         if use_e {
-            self.e[bin_of(ce, self.elo, self.einv)] += 1;
+            self.e[bin_of(ce, self.elo, self.einv, CONC_BINS)] += 1;
         }
     }
 }
@@ -263,7 +276,9 @@ impl PassState {
         match &mut self.state {
             State::Background { common, hist, n } => {
                 let o = &common.opts;
-                walk(tile, o.sampling, o.artefacts, seen, &mut BgSink { hist, n });
+                let mut sink = BgSink { hist, n: *n };
+                walk(tile, o.sampling, o.artefacts, seen, &mut sink);
+                *n = sink.n;
             }
             State::Moments { ctx, m, tissue } => {
                 let o = &ctx.common.opts;
@@ -273,10 +288,12 @@ impl PassState {
                     beta2: ctx.beta2,
                     all_channels: o.convention.tissue_rule == TissueRule::AllChannels,
                     pca: o.convention.pca_pixels,
-                    m,
-                    tissue,
+                    m: std::mem::take(m),
+                    tissue: *tissue,
                 };
                 walk(tile, o.sampling, o.artefacts, seen, &mut sink);
+                *m = sink.m;
+                *tissue = sink.tissue;
             }
             State::Angles { ctx, hist, kept } => {
                 let o = &ctx.lut.common.opts;
@@ -288,9 +305,10 @@ impl PassState {
                     beta2: ctx.lut.beta2,
                     rule: o.convention.tissue_rule,
                     hist,
-                    kept,
+                    kept: *kept,
                 };
                 walk(tile, o.sampling, o.artefacts, seen, &mut sink);
+                *kept = sink.kept;
             }
             State::Concentrations {
                 ctx,
@@ -309,18 +327,98 @@ impl PassState {
                     le: &ctx.le,
                     hlo,
                     elo,
-                    hinv: HIST_BINS as f32 / (hhi - hlo),
-                    einv: HIST_BINS as f32 / (ehi - elo),
+                    hinv: CONC_BINS as f32 / (hhi - hlo),
+                    einv: CONC_BINS as f32 / (ehi - elo),
                     mode: o.convention.max_conc_pixels,
                     h,
                     e,
-                    tissue,
-                    neg,
+                    tissue: *tissue,
+                    neg: *neg,
                 };
                 walk(tile, o.sampling, o.artefacts, seen, &mut sink);
+                *tissue = sink.tissue;
+                *neg = sink.neg;
             }
         }
         Ok(())
+    }
+
+    /// Concentrations pass only, and only for every-pixel sampling without a mask: adds the
+    /// tile like [`add`](Self::add) and, in the same loop, writes every pixel's concentrations
+    /// (row-major, tile-sized) into `h_out` and `e_out`. Returns `false` (and does nothing)
+    /// when it does not apply.
+    pub(crate) fn add_writing(
+        &mut self,
+        tile: &Tile<'_>,
+        h_out: &mut [f32],
+        e_out: &mut [f32],
+    ) -> bool {
+        let State::Concentrations {
+            ctx,
+            h,
+            e,
+            tissue,
+            neg,
+        } = &mut self.state
+        else {
+            return false;
+        };
+        let o = &ctx.plane.lut.common.opts;
+        let img = tile.image;
+        let w = img.width();
+        if o.sampling != Sampling::All
+            || tile.mask.is_some()
+            || h_out.len() != img.pixels()
+            || e_out.len() != img.pixels()
+        {
+            return false;
+        }
+        let (hlo, hhi) = ctx.h_range;
+        let (elo, ehi) = ctx.e_range;
+        let mut sink = ConcSink {
+            lut: &ctx.plane.lut.lut,
+            beta2: ctx.plane.lut.beta2,
+            lh: &ctx.lh,
+            le: &ctx.le,
+            hlo,
+            elo,
+            hinv: CONC_BINS as f32 / (hhi - hlo),
+            einv: CONC_BINS as f32 / (ehi - elo),
+            mode: o.convention.max_conc_pixels,
+            h,
+            e,
+            tissue: *tissue,
+            neg: *neg,
+        };
+        let dark = o.artefacts.dark_max.map_or(-1i16, i16::from);
+        let sat = o.artefacts.saturated;
+        let (mut n_dark, mut n_sat) = (0u64, 0u64);
+        for y in 0..img.height() {
+            let hr = &mut h_out[y * w..(y + 1) * w];
+            let er = &mut e_out[y * w..(y + 1) * w];
+            for ((p, ho), eo) in img.row(y).chunks_exact(3).zip(hr).zip(er) {
+                let (r, g, b) = (p[0], p[1], p[2]);
+                let ch = dot3(sink.lh, r, g, b);
+                let ce = dot3(sink.le, r, g, b);
+                *ho = ch;
+                *eo = ce;
+                if i16::from(r.max(g).max(b)) <= dark {
+                    n_dark += 1;
+                } else if sat && r.min(g).min(b) == 0 {
+                    n_sat += 1;
+                } else {
+                    sink.record(ch, ce, r, g, b);
+                }
+            }
+        }
+        *tissue = sink.tissue;
+        *neg = sink.neg;
+        let seen = &mut self.seen;
+        seen.pixels += img.pixels() as u64;
+        seen.sampled += img.pixels() as u64;
+        seen.dark += n_dark;
+        seen.saturated += n_sat;
+        true
     }
 
     /// Adds another partial state of the same pass (from another thread or machine).
@@ -460,13 +558,13 @@ impl SlideEstimator {
             },
             Some(Stage::Angles(c)) => State::Angles {
                 ctx: c.clone(),
-                hist: vec![0; HIST_BINS],
+                hist: vec![0; ANGLE_BINS],
                 kept: 0,
             },
             Some(Stage::Concentrations(c)) => State::Concentrations {
                 ctx: c.clone(),
-                h: vec![0; HIST_BINS],
-                e: vec![0; HIST_BINS],
+                h: vec![0; CONC_BINS],
+                e: vec![0; CONC_BINS],
                 tissue: 0,
                 neg: [0; 2],
             },

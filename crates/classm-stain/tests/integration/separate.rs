@@ -185,3 +185,27 @@ fn fallback_estimates_are_explicit() {
         .expect("m");
     assert!(m.h.iter().all(|&v| v == 0.0));
 }
+
+#[test]
+fn fused_estimate_and_separate_equals_the_two_steps() {
+    let (img, _) = fixture();
+    for opts in [
+        EstimateOptions::default(),
+        EstimateOptions::new(Convention::macenko2009()),
+        EstimateOptions::default().with_sampling(classm_stain::Sampling::Grid { step: 3 }),
+    ] {
+        for out in [Output::Concentrations, Output::ModelInput] {
+            let (est, maps) =
+                classm_stain::estimate_and_separate(img.view(), &opts, out).expect("fused");
+            let two = estimate(img.view(), &opts).expect("estimate");
+            assert_eq!(est, two);
+            let sep = Separator::new(&two)
+                .expect("sep")
+                .separate(img.view(), out)
+                .expect("maps");
+            for (a, b) in maps.h.iter().chain(&maps.e).zip(sep.h.iter().chain(&sep.e)) {
+                assert!((a - b).abs() <= 1e-6, "{a} vs {b}");
+            }
+        }
+    }
+}
