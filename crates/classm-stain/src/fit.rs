@@ -17,59 +17,29 @@ pub const RUIFROK_H: [f64; 3] = [0.65, 0.70, 0.29];
 /// Ruifrok & Johnston eosin direction (normalised at use).
 pub const RUIFROK_E: [f64; 3] = [0.07, 0.99, 0.11];
 
-/// Exact integer first and second moments of fixed-point OD vectors. Sums run in `i64` for
-/// up to [`FLUSH`] pixels and are then carried into `i128`, so no pixel count overflows.
+/// Exact integer first and second moments of fixed-point OD vectors.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Moments {
     pub n: u64,
     pub s: [i128; 3],
     /// rr, rg, rb, gg, gb, bb
     pub ss: [i128; 6],
-    part: [i64; 9],
-    pending: u32,
 }
 
-/// With |OD| < 2^4 and 2^20 fixed-point steps, one product is below 2^48: 2^14 of them fit
-/// in an `i64`.
-const FLUSH: u32 = 1 << 14;
+/// Pixels whose partial sums fit an `i64`: with |OD| < 2^4 and 2^20 fixed-point steps one
+/// product is below 2^48, and 2^14 of them below 2^62.
+pub(crate) const FLUSH: u32 = 1 << 14;
 
 impl Moments {
-    #[inline(always)]
-    pub fn add(&mut self, q: [i64; 3]) {
-        let [r, g, b] = q;
-        let p = &mut self.part;
-        p[0] += r;
-        p[1] += g;
-        p[2] += b;
-        p[3] += r * r;
-        p[4] += r * g;
-        p[5] += r * b;
-        p[6] += g * g;
-        p[7] += g * b;
-        p[8] += b * b;
-        self.pending += 1;
-        if self.pending == FLUSH {
-            self.flush();
+    /// Adds a block of partial sums (Σr, Σg, Σb, Σrr, Σrg, Σrb, Σgg, Σgb, Σbb) over `n` pixels.
+    pub fn add_block(&mut self, n: u64, p: [i64; 9]) {
+        self.n += n;
+        for (s, v) in self.s.iter_mut().chain(self.ss.iter_mut()).zip(p) {
+            *s += i128::from(v);
         }
-    }
-
-    #[inline(never)]
-    fn flush(&mut self) {
-        self.n += u64::from(self.pending);
-        for i in 0..3 {
-            self.s[i] += i128::from(self.part[i]);
-        }
-        for i in 0..6 {
-            self.ss[i] += i128::from(self.part[3 + i]);
-        }
-        self.part = [0; 9];
-        self.pending = 0;
     }
 
     pub fn merge(&mut self, o: &Moments) {
-        self.flush();
-        let mut o = o.clone();
-        o.flush();
         self.n += o.n;
         for i in 0..3 {
             self.s[i] += o.s[i];
@@ -81,8 +51,7 @@ impl Moments {
 
     /// Population covariance (÷N), computed from exact integer numerators `N·Σxy − Σx·Σy` so a
     /// constant colour gives exactly zero.
-    pub fn covariance(&mut self) -> Matrix3<f64> {
-        self.flush();
+    pub fn covariance(&self) -> Matrix3<f64> {
         let n = self.n as i128;
         let idx = [[0, 1, 2], [1, 3, 4], [2, 4, 5]];
         let mut c = Matrix3::zeros();

@@ -185,16 +185,17 @@ pub(crate) trait Sink {
 }
 
 /// Calls `sink.pixel(r, g, b)` for every sampled, non-excluded pixel of `tile`, counting into
-/// `seen`. The common case (every pixel, no mask) is a tight loop of its own. Inlined so
-/// that the sink's counters live in registers.
-#[inline(always)]
+/// `seen`, and hands the sink back. The common case (every pixel, no mask) is a tight loop of
+/// its own. The sink travels by value into a function of its own so that its counters live in
+/// registers rather than on the stack of a large caller.
+#[inline(never)]
 pub(crate) fn walk<S: Sink>(
     tile: &Tile<'_>,
     sampling: Sampling,
     art: Artefacts,
     seen: &mut Seen,
-    sink: &mut S,
-) {
+    mut sink: S,
+) -> S {
     let img = tile.image;
     let w = img.width();
     seen.pixels += img.pixels() as u64;
@@ -218,7 +219,7 @@ pub(crate) fn walk<S: Sink>(
         seen.sampled += img.pixels() as u64;
         seen.dark += n_dark;
         seen.saturated += n_sat;
-        return;
+        return sink;
     }
     let mut visit = |p: &[u8], m: u8, seen: &mut Seen| {
         seen.sampled += 1;
@@ -276,4 +277,5 @@ pub(crate) fn walk<S: Sink>(
             }
         }
     }
+    sink
 }

@@ -16,7 +16,7 @@ use crate::estimate::{
     Diagnostics, EstimateOptions, I0Source, OrderPolicy, StainEstimate, StainMatrix, Warning,
 };
 use crate::fit::{
-    self, ANGLE_BINS, CONC_BINS, Moments, Plane, bin_of, dot, hist_quantile, pseudo_angle,
+    self, ANGLE_BINS, CONC_BINS, FLUSH, Moments, Plane, bin_of, dot, hist_quantile, pseudo_angle,
     pseudo_to_angle,
 };
 use crate::od::{OdLut, dot3};
@@ -134,9 +134,44 @@ struct MomentSink<'a> {
     beta: f64,
     beta2: f64,
     all_channels: bool,
-    pca: PcaPixels,
+    pca_tissue: bool,
+    pca_all: bool,
     m: Moments,
     tissue: u64,
+    /// Partial sums (Σr, Σg, Σb, Σrr, Σrg, Σrb, Σgg, Σgb, Σbb) as scalars the compiler keeps in
+    /// registers, carried into `m` every `FLUSH` pixels.
+    p: [i64; 9],
+    pending: u32,
+}
+
+impl MomentSink<'_> {
+    fn new(lut: &LutCtx, m: Moments, tissue: u64) -> MomentSink<'_> {
+        let c = &lut.common.opts.convention;
+        MomentSink {
+            lut: &lut.lut,
+            beta: c.beta,
+            beta2: lut.beta2,
+            all_channels: c.tissue_rule == TissueRule::AllChannels,
+            pca_tissue: c.pca_pixels == PcaPixels::Tissue,
+            pca_all: c.pca_pixels == PcaPixels::All,
+            m,
+            tissue,
+            p: [0; 9],
+            pending: 0,
+        }
+    }
+
+    #[inline(never)]
+    fn flush(&mut self) {
+        self.m.add_block(u64::from(self.pending), self.p);
+        self.p = [0; 9];
+        self.pending = 0;
+    }
+
+    fn finish(mut self) -> (Moments, u64) {
+        self.flush();
+        (self.m, self.tissue)
+    }
 }
 
 impl Sink for MomentSink<'_> {
@@ -154,13 +189,27 @@ impl Sink for MomentSink<'_> {
             lut.fixed[1][g as usize],
             lut.fixed[2][b as usize],
         ];
-        let take = match self.pca {
-            PcaPixels::Tissue => is_tissue,
-            PcaPixels::NonBlank => q != [0, 0, 0],
-            PcaPixels::All => true,
+        // PcaPixels as flags: branch-free, whatever the rule.
+        let take = if self.pca_tissue {
+            is_tissue
+        } else {
+            self.pca_all | ((q[0] | q[1] | q[2]) != 0)
         };
-        if take {
-            self.m.add(q);
+        let mask = -i64::from(take);
+        let [r, g, b] = q.map(|v| v & mask);
+        let [p0, p1, p2, p3, p4, p5, p6, p7, p8] = &mut self.p;
+        *p0 += r;
+        *p1 += g;
+        *p2 += b;
+        *p3 += r * r;
+        *p4 += r * g;
+        *p5 += r * b;
+        *p6 += g * g;
+        *p7 += g * b;
+        *p8 += b * b;
+        self.pending += u32::from(take);
+        if self.pending == FLUSH {
+            self.flush();
         }
     }
 }
@@ -227,11 +276,9 @@ impl ConcSink<'_> {
     #[inline(always)]
     fn record(&mut self, ch: f32, ce: f32, r: u8, g: u8, b: u8) {
         let is_tissue = self.lut.norm_sq(r, g, b) >= self.beta2;
-        if is_tissue {
-            self.tissue += 1;
-            self.neg[0] += u64::from(ch < 0.0);
-            self.neg[1] += u64::from(ce < 0.0);
-        }
+        self.tissue += u64::from(is_tissue);
+        self.neg[0] += u64::from(is_tissue & (ch < 0.0));
+        self.neg[1] += u64::from(is_tissue & (ce < 0.0));
         let (use_h, use_e) = match self.mode {
             MaxConcPixels::Tissue => (is_tissue, is_tissue),
             MaxConcPixels::All => (true, true),
@@ -276,28 +323,19 @@ impl PassState {
         match &mut self.state {
             State::Background { common, hist, n } => {
                 let o = &common.opts;
-                let mut sink = BgSink { hist, n: *n };
-                walk(tile, o.sampling, o.artefacts, seen, &mut sink);
-                *n = sink.n;
+                let sink = BgSink { hist, n: *n };
+                *n = walk(tile, o.sampling, o.artefacts, seen, sink).n;
             }
             State::Moments { ctx, m, tissue } => {
                 let o = &ctx.common.opts;
-                let mut sink = MomentSink {
-                    lut: &ctx.lut,
-                    beta: o.convention.beta,
-                    beta2: ctx.beta2,
-                    all_channels: o.convention.tissue_rule == TissueRule::AllChannels,
-                    pca: o.convention.pca_pixels,
-                    m: std::mem::take(m),
-                    tissue: *tissue,
-                };
-                walk(tile, o.sampling, o.artefacts, seen, &mut sink);
-                *m = sink.m;
-                *tissue = sink.tissue;
+                let sink = MomentSink::new(ctx, std::mem::take(m), *tissue);
+                let (mm, t) = walk(tile, o.sampling, o.artefacts, seen, sink).finish();
+                *m = mm;
+                *tissue = t;
             }
             State::Angles { ctx, hist, kept } => {
                 let o = &ctx.lut.common.opts;
-                let mut sink = AngleSink {
+                let sink = AngleSink {
                     lut: &ctx.lut.lut,
                     lx: &ctx.lx,
                     ly: &ctx.ly,
@@ -307,8 +345,7 @@ impl PassState {
                     hist,
                     kept: *kept,
                 };
-                walk(tile, o.sampling, o.artefacts, seen, &mut sink);
-                *kept = sink.kept;
+                *kept = walk(tile, o.sampling, o.artefacts, seen, sink).kept;
             }
             State::Concentrations {
                 ctx,
@@ -320,7 +357,7 @@ impl PassState {
                 let o = &ctx.plane.lut.common.opts;
                 let (hlo, hhi) = ctx.h_range;
                 let (elo, ehi) = ctx.e_range;
-                let mut sink = ConcSink {
+                let sink = ConcSink {
                     lut: &ctx.plane.lut.lut,
                     beta2: ctx.plane.lut.beta2,
                     lh: &ctx.lh,
@@ -335,7 +372,7 @@ impl PassState {
                     tissue: *tissue,
                     neg: *neg,
                 };
-                walk(tile, o.sampling, o.artefacts, seen, &mut sink);
+                let sink = walk(tile, o.sampling, o.artefacts, seen, sink);
                 *tissue = sink.tissue;
                 *neg = sink.neg;
             }
@@ -701,7 +738,7 @@ fn estimate_i0(hist: &[[u64; 256]; 3], n: u64, usable: u64) -> Option<[f64; 3]> 
     Some(i0)
 }
 
-fn fit_plane(ctx: Arc<LutCtx>, mut m: Moments, tissue: u64, seen: Seen) -> Result<Arc<PlaneCtx>> {
+fn fit_plane(ctx: Arc<LutCtx>, m: Moments, tissue: u64, seen: Seen) -> Result<Arc<PlaneCtx>> {
     let o = &ctx.common.opts;
     if tissue == 0 {
         return Err(StainError::EmptyTissue {
