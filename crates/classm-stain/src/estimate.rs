@@ -426,22 +426,7 @@ pub fn estimate_and_separate_into(
             fused = ok;
             state
         } else {
-            bands
-                .par_iter()
-                .try_fold(
-                    || empty.clone(),
-                    |mut s, t| {
-                        s.add(t)?;
-                        Ok(s)
-                    },
-                )
-                .try_reduce(
-                    || empty.clone(),
-                    |mut a, b| {
-                        a.merge(b)?;
-                        Ok(a)
-                    },
-                )?
+            empty.add_all_parallel(&bands)?
         };
         est.finish_pass(state)?;
     }

@@ -272,7 +272,33 @@ impl Sink for ConcSink<'_> {
     }
 }
 
-impl ConcSink<'_> {
+impl<'a> ConcSink<'a> {
+    fn new(
+        ctx: &'a VecCtx,
+        h: &'a mut [u64],
+        e: &'a mut [u64],
+        tissue: u64,
+        neg: [u64; 2],
+    ) -> Self {
+        let (hlo, hhi) = ctx.h_range;
+        let (elo, ehi) = ctx.e_range;
+        ConcSink {
+            lut: &ctx.plane.lut.lut,
+            beta2: ctx.plane.lut.beta2,
+            lh: &ctx.lh,
+            le: &ctx.le,
+            hlo,
+            elo,
+            hinv: CONC_BINS as f32 / (hhi - hlo),
+            einv: CONC_BINS as f32 / (ehi - elo),
+            mode: ctx.plane.lut.common.opts.convention.max_conc_pixels,
+            h,
+            e,
+            tissue,
+            neg,
+        }
+    }
+
     #[inline(always)]
     fn record(&mut self, ch: f32, ce: f32, r: u8, g: u8, b: u8) {
         let is_tissue = self.lut.norm_sq(r, g, b) >= self.beta2;
@@ -355,23 +381,7 @@ impl PassState {
                 neg,
             } => {
                 let o = &ctx.plane.lut.common.opts;
-                let (hlo, hhi) = ctx.h_range;
-                let (elo, ehi) = ctx.e_range;
-                let sink = ConcSink {
-                    lut: &ctx.plane.lut.lut,
-                    beta2: ctx.plane.lut.beta2,
-                    lh: &ctx.lh,
-                    le: &ctx.le,
-                    hlo,
-                    elo,
-                    hinv: CONC_BINS as f32 / (hhi - hlo),
-                    einv: CONC_BINS as f32 / (ehi - elo),
-                    mode: o.convention.max_conc_pixels,
-                    h,
-                    e,
-                    tissue: *tissue,
-                    neg: *neg,
-                };
+                let sink = ConcSink::new(ctx, h, e, *tissue, *neg);
                 let sink = walk(tile, o.sampling, o.artefacts, seen, sink);
                 *tissue = sink.tissue;
                 *neg = sink.neg;
@@ -410,23 +420,7 @@ impl PassState {
         {
             return false;
         }
-        let (hlo, hhi) = ctx.h_range;
-        let (elo, ehi) = ctx.e_range;
-        let mut sink = ConcSink {
-            lut: &ctx.plane.lut.lut,
-            beta2: ctx.plane.lut.beta2,
-            lh: &ctx.lh,
-            le: &ctx.le,
-            hlo,
-            elo,
-            hinv: CONC_BINS as f32 / (hhi - hlo),
-            einv: CONC_BINS as f32 / (ehi - elo),
-            mode: o.convention.max_conc_pixels,
-            h,
-            e,
-            tissue: *tissue,
-            neg: *neg,
-        };
+        let mut sink = ConcSink::new(ctx, h, e, *tissue, *neg);
         let dark = o.artefacts.dark_max.map_or(-1i16, i16::from);
         let sat = o.artefacts.saturated;
         let (mut n_dark, mut n_sat) = (0u64, 0u64);
@@ -456,6 +450,27 @@ impl PassState {
         seen.dark += n_dark;
         seen.saturated += n_sat;
         true
+    }
+
+    /// Adds `tiles` in parallel (one state per rayon worker, merged). Deterministic: merging
+    /// is integer addition.
+    pub fn add_all_parallel(self, tiles: &[Tile<'_>]) -> Result<PassState> {
+        tiles
+            .par_iter()
+            .try_fold(
+                || self.clone(),
+                |mut s, t| {
+                    s.add(t)?;
+                    Ok(s)
+                },
+            )
+            .try_reduce(
+                || self.clone(),
+                |mut a, b| {
+                    a.merge(b)?;
+                    Ok(a)
+                },
+            )
     }
 
     /// Adds another partial state of the same pass (from another thread or machine).
@@ -643,23 +658,7 @@ impl SlideEstimator {
         let mut est = SlideEstimator::new(opts)?;
         while est.next_pass().is_some() {
             let empty = est.begin()?;
-            let state = tiles
-                .par_iter()
-                .try_fold(
-                    || empty.clone(),
-                    |mut s, t| {
-                        s.add(t)?;
-                        Ok(s)
-                    },
-                )
-                .try_reduce(
-                    || empty.clone(),
-                    |mut a, b| {
-                        a.merge(b)?;
-                        Ok(a)
-                    },
-                )?;
-            est.finish_pass(state)?;
+            est.finish_pass(empty.add_all_parallel(tiles)?)?;
         }
         est.estimate()
     }

@@ -11,7 +11,6 @@ use classm_stain::{
     EstimateOptions, Output, RgbView, Sampling, Separator, SlideEstimator, StainError,
     StainEstimate, Tile, estimate, estimate_and_separate_into,
 };
-use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::input::{self, ImageSpec};
@@ -286,23 +285,11 @@ fn run_tiled(view: RgbView<'_>, opts: EstimateOptions, tile: usize) -> Result<Ti
         let tp = Instant::now();
         let empty = est.begin()?;
         // One state per worker thread, merged: what a multi-core slide reader does.
-        let state = grid
-            .par_iter()
-            .try_fold(
-                || empty.clone(),
-                |mut s, &(x, y, w, h)| {
-                    let t = Tile::new(view.crop(x, y, w, h)?).at(x as u64, y as u64);
-                    s.add(&t)?;
-                    Ok::<_, StainError>(s)
-                },
-            )
-            .try_reduce(
-                || empty.clone(),
-                |mut a, b| {
-                    a.merge(b)?;
-                    Ok(a)
-                },
-            )?;
+        let tiles = grid
+            .iter()
+            .map(|&(x, y, w, h)| Ok(Tile::new(view.crop(x, y, w, h)?).at(x as u64, y as u64)))
+            .collect::<Result<Vec<_>, StainError>>()?;
+        let state = empty.add_all_parallel(&tiles)?;
         est.finish_pass(state)?;
         passes.push((format!("{pass:?}"), tp.elapsed().as_secs_f64()));
     }
