@@ -121,7 +121,7 @@ fn tiled_estimate_matches_the_exact_pooled_estimate() {
     let mut images = match real_images() {
         Some(v) => v,
         None => {
-            eprintln!("SKIPPED slide pooled test on ../shared; running it on the fixture only");
+            crate::support::skip("slide pooled test on ../shared tiles (the fixture still runs)");
             Vec::new()
         }
     };
@@ -152,7 +152,7 @@ fn tiled_estimate_matches_the_exact_pooled_estimate() {
 #[test]
 fn pooled_slide_of_several_images_matches_the_exact_pool() {
     let Some(images) = real_images() else {
-        eprintln!("SKIPPED: ../shared is absent");
+        crate::support::skip("pooled_slide_of_several_images_matches_the_exact_pool");
         return;
     };
     let mut px = Vec::new();

@@ -12,6 +12,18 @@ pub fn shared() -> Option<PathBuf> {
     p.join("reference/stain").is_dir().then_some(p)
 }
 
+/// Says that a test is skipped, on the real stderr: libtest captures `eprintln!`, not this.
+/// libtest names each test's thread after the test.
+pub fn skip(what: &str) {
+    use std::io::Write;
+    let thread = std::thread::current();
+    let test = thread.name().unwrap_or(what);
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIPPED {test}: ../shared (reference data) is absent; set CLASSM_SHARED to run it"
+    );
+}
+
 /// `shared()` or a skip message.
 #[macro_export]
 macro_rules! require_shared {
@@ -19,10 +31,7 @@ macro_rules! require_shared {
         match $crate::support::shared() {
             Some(p) => p,
             None => {
-                eprintln!(
-                    "SKIPPED {}: ../shared (reference data) is absent; set CLASSM_SHARED to run it",
-                    module_path!()
-                );
+                $crate::support::skip(module_path!());
                 return;
             }
         }
