@@ -192,13 +192,14 @@ fn fit_writes_unit_columns_matching_the_reference() {
             "fit",
             FIXTURE,
             "--out",
-            "fit.json",
+            "reports/fit.json",
             "--target-out",
             "target.json",
         ],
     );
     assert_eq!(code(&out), 0);
-    let j = read_json(&t.path().join("fit.json"));
+    // The report's folder did not exist: it is created rather than losing the run.
+    let j = read_json(&t.path().join("reports/fit.json"));
     assert_eq!(j["summary"]["total"], 1);
     assert_eq!(j["summary"]["succeeded"], 1);
     assert_eq!(j["summary"]["failed"], 0);
