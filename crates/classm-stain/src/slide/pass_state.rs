@@ -1,0 +1,225 @@
+//! Adding tiles to a pass state and merging states.
+
+use rayon::prelude::*;
+
+use crate::error::{Result, StainError};
+use crate::od::dot3;
+use crate::sampling::{Sampling, Tile, walk};
+
+use super::sinks::{AngleSink, BgSink, ConcSink, MomentSink};
+use super::{Pass, PassState, State};
+use crate::sampling::Seen;
+
+impl PassState {
+    /// Which pass this state accumulates.
+    pub fn pass(&self) -> Pass {
+        match self.state {
+            State::Background { .. } => Pass::Background,
+            State::Moments { .. } => Pass::Moments,
+            State::Angles { .. } => Pass::Angles,
+            State::Concentrations { .. } => Pass::Concentrations,
+        }
+    }
+
+    /// Pixel counts seen so far in this pass.
+    pub fn seen(&self) -> Seen {
+        self.seen
+    }
+
+    /// Adds the sampled pixels of one tile.
+    pub fn add(&mut self, tile: &Tile<'_>) -> Result<()> {
+        if let Some(m) = tile.mask {
+            if m.width() != tile.image.width() || m.height() != tile.image.height() {
+                return Err(StainError::invalid("mask size differs from tile size"));
+            }
+        }
+        let seen = &mut self.seen;
+        match &mut self.state {
+            State::Background { common, hist, n } => {
+                let o = &common.opts;
+                let sink = BgSink { hist, n: *n };
+                *n = walk(tile, o.sampling, o.artefacts, seen, sink).n;
+            }
+            State::Moments { ctx, m, tissue } => {
+                let o = &ctx.common.opts;
+                let sink = MomentSink::new(ctx, std::mem::take(m), *tissue);
+                let (mm, t) = walk(tile, o.sampling, o.artefacts, seen, sink).finish();
+                *m = mm;
+                *tissue = t;
+            }
+            State::Angles { ctx, hist, kept } => {
+                let o = &ctx.lut.common.opts;
+                let sink = AngleSink {
+                    lut: &ctx.lut.lut,
+                    lx: &ctx.lx,
+                    ly: &ctx.ly,
+                    beta: o.convention.beta,
+                    beta2: ctx.lut.beta2,
+                    rule: o.convention.tissue_rule,
+                    hist,
+                    kept: *kept,
+                };
+                *kept = walk(tile, o.sampling, o.artefacts, seen, sink).kept;
+            }
+            State::Concentrations {
+                ctx,
+                h,
+                e,
+                tissue,
+                neg,
+            } => {
+                let o = &ctx.plane.lut.common.opts;
+                let sink = ConcSink::new(ctx, h, e, *tissue, *neg);
+                let sink = walk(tile, o.sampling, o.artefacts, seen, sink);
+                *tissue = sink.tissue;
+                *neg = sink.neg;
+            }
+        }
+        Ok(())
+    }
+
+    /// Concentrations pass only, and only for every-pixel sampling without a mask: adds the
+    /// tile like [`add`](Self::add) and, in the same loop, writes every pixel's concentrations
+    /// (row-major, tile-sized) into `h_out` and `e_out`. Returns `false` (and does nothing)
+    /// when it does not apply.
+    pub(crate) fn add_writing(
+        &mut self,
+        tile: &Tile<'_>,
+        h_out: &mut [f32],
+        e_out: &mut [f32],
+    ) -> bool {
+        let State::Concentrations {
+            ctx,
+            h,
+            e,
+            tissue,
+            neg,
+        } = &mut self.state
+        else {
+            return false;
+        };
+        let o = &ctx.plane.lut.common.opts;
+        let img = tile.image;
+        let w = img.width();
+        if o.sampling != Sampling::All
+            || tile.mask.is_some()
+            || h_out.len() != img.pixels()
+            || e_out.len() != img.pixels()
+        {
+            return false;
+        }
+        let mut sink = ConcSink::new(ctx, h, e, *tissue, *neg);
+        let dark = o.artefacts.dark_max.map_or(-1i16, i16::from);
+        let sat = o.artefacts.saturated;
+        let (mut n_dark, mut n_sat) = (0u64, 0u64);
+        for y in 0..img.height() {
+            let hr = &mut h_out[y * w..(y + 1) * w];
+            let er = &mut e_out[y * w..(y + 1) * w];
+            for ((p, ho), eo) in img.row(y).chunks_exact(3).zip(hr).zip(er) {
+                let (r, g, b) = (p[0], p[1], p[2]);
+                let ch = dot3(sink.lh, r, g, b);
+                let ce = dot3(sink.le, r, g, b);
+                *ho = ch;
+                *eo = ce;
+                if i16::from(r.max(g).max(b)) <= dark {
+                    n_dark += 1;
+                } else if sat && r.min(g).min(b) == 0 {
+                    n_sat += 1;
+                } else {
+                    sink.record(ch, ce, r, g, b);
+                }
+            }
+        }
+        *tissue = sink.tissue;
+        *neg = sink.neg;
+        let seen = &mut self.seen;
+        seen.pixels += img.pixels() as u64;
+        seen.sampled += img.pixels() as u64;
+        seen.dark += n_dark;
+        seen.saturated += n_sat;
+        true
+    }
+
+    /// Adds `tiles` in parallel (one state per rayon worker, merged). Deterministic: merging
+    /// is integer addition.
+    pub fn add_all_parallel(self, tiles: &[Tile<'_>]) -> Result<PassState> {
+        tiles
+            .par_iter()
+            .try_fold(
+                || self.clone(),
+                |mut s, t| {
+                    s.add(t)?;
+                    Ok(s)
+                },
+            )
+            .try_reduce(
+                || self.clone(),
+                |mut a, b| {
+                    a.merge(b)?;
+                    Ok(a)
+                },
+            )
+    }
+
+    /// Adds another partial state of the same pass (from another thread or machine).
+    pub fn merge(&mut self, other: PassState) -> Result<()> {
+        self.seen.merge(&other.seen);
+        match (&mut self.state, other.state) {
+            (
+                State::Background { hist, n, .. },
+                State::Background {
+                    hist: h2, n: n2, ..
+                },
+            ) => {
+                for c in 0..3 {
+                    for v in 0..256 {
+                        hist[c][v] += h2[c][v];
+                    }
+                }
+                *n += n2;
+            }
+            (
+                State::Moments { m, tissue, .. },
+                State::Moments {
+                    m: m2, tissue: t2, ..
+                },
+            ) => {
+                m.merge(&m2);
+                *tissue += t2;
+            }
+            (
+                State::Angles { hist, kept, .. },
+                State::Angles {
+                    hist: h2, kept: k2, ..
+                },
+            ) => {
+                hist.iter_mut().zip(&h2).for_each(|(a, b)| *a += b);
+                *kept += k2;
+            }
+            (
+                State::Concentrations {
+                    h, e, tissue, neg, ..
+                },
+                State::Concentrations {
+                    h: h2,
+                    e: e2,
+                    tissue: t2,
+                    neg: n2,
+                    ..
+                },
+            ) => {
+                h.iter_mut().zip(&h2).for_each(|(a, b)| *a += b);
+                e.iter_mut().zip(&e2).for_each(|(a, b)| *a += b);
+                *tissue += t2;
+                neg[0] += n2[0];
+                neg[1] += n2[1];
+            }
+            _ => {
+                return Err(StainError::Protocol {
+                    reason: "cannot merge states of different passes".into(),
+                });
+            }
+        }
+        Ok(())
+    }
+}

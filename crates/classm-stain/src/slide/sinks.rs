@@ -1,0 +1,220 @@
+//! What each pass does with one pixel.
+
+use crate::convention::{MaxConcPixels, PcaPixels, TissueRule};
+use crate::fit::{ANGLE_BINS, CONC_BINS, FLUSH, Moments, bin_of, pseudo_angle};
+use crate::od::{OdLut, dot3};
+use crate::sampling::Sink;
+
+use super::{LutCtx, VecCtx};
+
+pub(super) struct BgSink<'a> {
+    pub(super) hist: &'a mut [[u64; 256]; 3],
+    pub(super) n: u64,
+}
+
+impl Sink for BgSink<'_> {
+    #[inline(always)]
+    fn pixel(&mut self, r: u8, g: u8, b: u8) {
+        let lo = r.min(g).min(b);
+        let hi = r.max(g).max(b);
+        if lo >= BG_MIN && hi - lo <= BG_MAX_SPREAD {
+            self.hist[0][r as usize] += 1;
+            self.hist[1][g as usize] += 1;
+            self.hist[2][b as usize] += 1;
+            self.n += 1;
+        }
+    }
+}
+
+pub(super) struct MomentSink<'a> {
+    pub(super) lut: &'a OdLut,
+    pub(super) beta: f64,
+    pub(super) beta2: f64,
+    pub(super) all_channels: bool,
+    pub(super) pca_tissue: bool,
+    pub(super) pca_all: bool,
+    pub(super) m: Moments,
+    pub(super) tissue: u64,
+    /// Partial sums (Σr, Σg, Σb, Σrr, Σrg, Σrb, Σgg, Σgb, Σbb) as scalars the compiler keeps in
+    /// registers, carried into `m` every `FLUSH` pixels.
+    pub(super) p: [i64; 9],
+    pub(super) pending: u32,
+}
+
+impl MomentSink<'_> {
+    pub(super) fn new(lut: &LutCtx, m: Moments, tissue: u64) -> MomentSink<'_> {
+        let c = &lut.common.opts.convention;
+        MomentSink {
+            lut: &lut.lut,
+            beta: c.beta,
+            beta2: lut.beta2,
+            all_channels: c.tissue_rule == TissueRule::AllChannels,
+            pca_tissue: c.pca_pixels == PcaPixels::Tissue,
+            pca_all: c.pca_pixels == PcaPixels::All,
+            m,
+            tissue,
+            p: [0; 9],
+            pending: 0,
+        }
+    }
+
+    #[inline(never)]
+    fn flush(&mut self) {
+        self.m.add_block(u64::from(self.pending), self.p);
+        self.p = [0; 9];
+        self.pending = 0;
+    }
+
+    pub(super) fn finish(mut self) -> (Moments, u64) {
+        self.flush();
+        (self.m, self.tissue)
+    }
+}
+
+impl Sink for MomentSink<'_> {
+    #[inline(always)]
+    fn pixel(&mut self, r: u8, g: u8, b: u8) {
+        let lut = self.lut;
+        let is_tissue = if self.all_channels {
+            lut.min_channel(r, g, b) >= self.beta
+        } else {
+            lut.norm_sq(r, g, b) >= self.beta2
+        };
+        self.tissue += u64::from(is_tissue);
+        let q = [
+            lut.fixed[0][r as usize],
+            lut.fixed[1][g as usize],
+            lut.fixed[2][b as usize],
+        ];
+        // PcaPixels as flags: branch-free, whatever the rule.
+        let take = if self.pca_tissue {
+            is_tissue
+        } else {
+            self.pca_all | ((q[0] | q[1] | q[2]) != 0)
+        };
+        let mask = -i64::from(take);
+        let [r, g, b] = q.map(|v| v & mask);
+        let [p0, p1, p2, p3, p4, p5, p6, p7, p8] = &mut self.p;
+        *p0 += r;
+        *p1 += g;
+        *p2 += b;
+        *p3 += r * r;
+        *p4 += r * g;
+        *p5 += r * b;
+        *p6 += g * g;
+        *p7 += g * b;
+        *p8 += b * b;
+        self.pending += u32::from(take);
+        if self.pending == FLUSH {
+            self.flush();
+        }
+    }
+}
+
+pub(super) struct AngleSink<'a> {
+    pub(super) lut: &'a OdLut,
+    pub(super) lx: &'a [[f32; 256]; 3],
+    pub(super) ly: &'a [[f32; 256]; 3],
+    pub(super) beta: f64,
+    pub(super) beta2: f64,
+    pub(super) rule: TissueRule,
+    pub(super) hist: &'a mut [u64],
+    pub(super) kept: u64,
+}
+
+impl Sink for AngleSink<'_> {
+    #[inline(always)]
+    fn pixel(&mut self, r: u8, g: u8, b: u8) {
+        let x = dot3(self.lx, r, g, b);
+        let y = dot3(self.ly, r, g, b);
+        let keep = match self.rule {
+            TissueRule::ProjectedNorm => x * x + y * y >= self.beta2 as f32,
+            TissueRule::OdNorm => self.lut.norm_sq(r, g, b) >= self.beta2,
+            TissueRule::AllChannels => self.lut.min_channel(r, g, b) >= self.beta,
+        };
+        if keep {
+            self.hist[bin_of(
+                pseudo_angle(x, y),
+                -2.0,
+                ANGLE_BINS as f32 / 4.0,
+                ANGLE_BINS,
+            )] += 1;
+            self.kept += 1;
+        }
+    }
+}
+
+pub(super) struct ConcSink<'a> {
+    pub(super) lut: &'a OdLut,
+    pub(super) beta2: f64,
+    pub(super) lh: &'a [[f32; 256]; 3],
+    pub(super) le: &'a [[f32; 256]; 3],
+    pub(super) hlo: f32,
+    pub(super) elo: f32,
+    pub(super) hinv: f32,
+    pub(super) einv: f32,
+    pub(super) mode: MaxConcPixels,
+    pub(super) h: &'a mut [u64],
+    pub(super) e: &'a mut [u64],
+    pub(super) tissue: u64,
+    pub(super) neg: [u64; 2],
+}
+
+impl Sink for ConcSink<'_> {
+    #[inline(always)]
+    fn pixel(&mut self, r: u8, g: u8, b: u8) {
+        let ch = dot3(self.lh, r, g, b);
+        let ce = dot3(self.le, r, g, b);
+        self.record(ch, ce, r, g, b);
+    }
+}
+
+impl<'a> ConcSink<'a> {
+    pub(super) fn new(
+        ctx: &'a VecCtx,
+        h: &'a mut [u64],
+        e: &'a mut [u64],
+        tissue: u64,
+        neg: [u64; 2],
+    ) -> Self {
+        let (hlo, hhi) = ctx.h_range;
+        let (elo, ehi) = ctx.e_range;
+        ConcSink {
+            lut: &ctx.plane.lut.lut,
+            beta2: ctx.plane.lut.beta2,
+            lh: &ctx.lh,
+            le: &ctx.le,
+            hlo,
+            elo,
+            hinv: CONC_BINS as f32 / (hhi - hlo),
+            einv: CONC_BINS as f32 / (ehi - elo),
+            mode: ctx.plane.lut.common.opts.convention.max_conc_pixels,
+            h,
+            e,
+            tissue,
+            neg,
+        }
+    }
+
+    #[inline(always)]
+    pub(super) fn record(&mut self, ch: f32, ce: f32, r: u8, g: u8, b: u8) {
+        let is_tissue = self.lut.norm_sq(r, g, b) >= self.beta2;
+        self.tissue += u64::from(is_tissue);
+        self.neg[0] += u64::from(is_tissue & (ch < 0.0));
+        self.neg[1] += u64::from(is_tissue & (ce < 0.0));
+        let (use_h, use_e) = match self.mode {
+            MaxConcPixels::Tissue => (is_tissue, is_tissue),
+            MaxConcPixels::All => (true, true),
+            MaxConcPixels::ConcAtLeast(_) => (ch >= self.hlo, ce >= self.elo),
+        };
+        if use_h {
+            self.h[bin_of(ch, self.hlo, self.hinv, CONC_BINS)] += 1;
+        }
+        if use_e {
+            self.e[bin_of(ce, self.elo, self.einv, CONC_BINS)] += 1;
+        }
+    }
+}
+
+pub(super) const BG_MIN: u8 = 180;
+pub(super) const BG_MAX_SPREAD: u8 = 24;
