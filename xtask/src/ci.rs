@@ -29,6 +29,17 @@ const STEPS: &[Step] = &[
         ],
         env: &[],
     },
+    // classm-stain must stand alone without its default `image` feature.
+    Step {
+        args: &[
+            "check",
+            "--release",
+            "-p",
+            "classm-stain",
+            "--no-default-features",
+        ],
+        env: &[],
+    },
     // Runs unit, integration and doc tests.
     Step {
         args: &["test", "--release", "--workspace"],
