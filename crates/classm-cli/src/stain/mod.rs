@@ -196,6 +196,16 @@ impl<'a> UsedEstimate<'a> {
 }
 
 /// Creates the output directory (usage error when it exists as a file).
+/// The inputs of a command that writes one set of files per image into `out_dir`: found,
+/// non-empty, without colliding outputs, and the output folder ready.
+fn batch_inputs(args: &options::InputArgs, out_dir: &Path) -> Result<Vec<Input>> {
+    let inputs = io::collect_inputs(&args.inputs, args.recursive, Some(out_dir))?;
+    require_inputs(&inputs)?;
+    io::check_unique_outputs(&inputs)?;
+    prepare_out_dir(out_dir)?;
+    Ok(inputs)
+}
+
 fn prepare_out_dir(dir: &Path) -> Result<()> {
     if dir.exists() && !dir.is_dir() {
         crate::usage!("--out-dir {} exists and is not a directory", dir.display());

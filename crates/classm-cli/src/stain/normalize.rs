@@ -7,7 +7,7 @@ use clap::Args;
 use classm_stain::{NormalizationTarget, Normalizer, RgbView, Sampling};
 
 use super::options::{EstimationArgs, InputArgs};
-use super::{StainFile, load_input, prepare_out_dir, require_inputs, run_batch};
+use super::{StainFile, batch_inputs, load_input, run_batch};
 use crate::io;
 use crate::report::{Done, Report, Summary, path_text};
 use crate::{Ctx, Status};
@@ -91,14 +91,7 @@ pub fn run(args: NormalizeArgs, ctx: &Ctx) -> Result<Status> {
             target.convention.name
         );
     }
-    let inputs = io::collect_inputs(
-        &args.input.inputs,
-        args.input.recursive,
-        Some(&args.out_dir),
-    )?;
-    require_inputs(&inputs)?;
-    io::check_unique_outputs(&inputs)?;
-    prepare_out_dir(&args.out_dir)?;
+    let inputs = batch_inputs(&args.input, &args.out_dir)?;
 
     let entries = run_batch(&inputs, ctx, "normalize", |input, conversion| {
         let (loaded, mask) = load_input(input, est.mask_dir.as_deref(), conversion)?;

@@ -7,7 +7,7 @@ use clap::{Args, ValueEnum};
 use classm_stain::{Output, RgbView, Sampling, Separator, Stain, estimate_and_separate};
 
 use super::options::{EstimationArgs, InputArgs};
-use super::{StainFile, UsedEstimate, load_input, prepare_out_dir, require_inputs, run_batch};
+use super::{StainFile, UsedEstimate, batch_inputs, load_input, run_batch};
 use crate::io;
 use crate::report::{Done, Report, Summary, path_text};
 use crate::{Ctx, Status};
@@ -71,14 +71,7 @@ pub fn run(args: SeparateArgs, ctx: &Ctx) -> Result<Status> {
     if let Some(g) = &given {
         Separator::new(g)?;
     }
-    let inputs = io::collect_inputs(
-        &args.input.inputs,
-        args.input.recursive,
-        Some(&args.out_dir),
-    )?;
-    require_inputs(&inputs)?;
-    io::check_unique_outputs(&inputs)?;
-    prepare_out_dir(&args.out_dir)?;
+    let inputs = batch_inputs(&args.input, &args.out_dir)?;
 
     let entries = run_batch(&inputs, ctx, "separate", |input, conversion| {
         let mask_dir = if given.is_some() {
