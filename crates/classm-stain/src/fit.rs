@@ -26,16 +26,17 @@ pub(crate) struct Moments {
     pub ss: [i128; 6],
 }
 
-/// Pixels whose partial sums fit an `i64`: with |OD| < 2^4 and 2^20 fixed-point steps one
-/// product is below 2^48, and 2^14 of them below 2^62.
-pub(crate) const FLUSH: u32 = 1 << 14;
+/// Pixels whose partial sums are exact in an `f64`: with |OD| < 2^4 and 2^16 fixed-point steps
+/// one product is below 2^40, and 2^12 of them below 2^52 < 2^53.
+pub(crate) const FLUSH: u32 = 1 << 12;
 
 impl Moments {
     /// Adds a block of partial sums (Σr, Σg, Σb, Σrr, Σrg, Σrb, Σgg, Σgb, Σbb) over `n` pixels.
-    pub fn add_block(&mut self, n: u64, p: [i64; 9]) {
+    pub fn add_block(&mut self, n: u64, p: [f64; 9]) {
         self.n += n;
         for (s, v) in self.s.iter_mut().chain(self.ss.iter_mut()).zip(p) {
-            *s += i128::from(v);
+            // Integer-valued and below 2^53: the conversion is exact.
+            *s += i128::from(v as i64);
         }
     }
 

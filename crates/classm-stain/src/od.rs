@@ -4,15 +4,16 @@ use crate::convention::{Convention, OffsetRule};
 
 /// Scale of the fixed-point OD used for the moments: integer sums are associative, so the
 /// plane does not depend on how pixels are split across tiles or threads.
-pub(crate) const FIXED_SCALE: f64 = (1u64 << 20) as f64;
+pub(crate) const FIXED_SCALE: f64 = (1u64 << 16) as f64;
 
 /// Per-channel optical-density tables for one convention and one resolved I0.
 #[derive(Debug, Clone)]
 pub(crate) struct OdLut {
     /// `od[c][v]` in the convention's log base.
     pub od: [[f64; 256]; 3],
-    /// `od` in fixed point (`round(od * FIXED_SCALE)`).
-    pub fixed: [[i64; 256]; 3],
+    /// `od` in fixed point, `round(od * FIXED_SCALE)`, stored as an integer-valued `f64` so the
+    /// moment sums run in floating-point registers and stay exact (see `fit::FLUSH`).
+    pub fixed: [[f64; 256]; 3],
     /// `od²`, for the norm rule.
     pub sq: [[f64; 256]; 3],
 }
@@ -21,7 +22,7 @@ impl OdLut {
     pub fn new(conv: &Convention, i0: [f64; 3]) -> Self {
         let ln_base = conv.log_base.value().ln();
         let mut od = [[0.0; 256]; 3];
-        let mut fixed = [[0i64; 256]; 3];
+        let mut fixed = [[0f64; 256]; 3];
         let mut sq = [[0.0; 256]; 3];
         for c in 0..3 {
             for v in 0..256usize {
@@ -31,8 +32,8 @@ impl OdLut {
                 };
                 let d = (i0[c] / denom).ln() / ln_base;
                 od[c][v] = d;
-                // |OD| ≤ log(65535) < 16 keeps products inside the i64 partial sums.
-                fixed[c][v] = (d.clamp(-15.9, 15.9) * FIXED_SCALE).round() as i64;
+                // |OD| ≤ log(65535) < 16 keeps every partial sum an exact f64 integer.
+                fixed[c][v] = (d.clamp(-15.9, 15.9) * FIXED_SCALE).round();
                 sq[c][v] = d * d;
             }
         }

@@ -182,7 +182,15 @@ fn splitmix(mut z: u64) -> u64 {
 /// walk below compiles to one tight loop per pass.
 pub(crate) trait Sink {
     fn pixel(&mut self, r: u8, g: u8, b: u8);
+
+    /// Called at least every [`CHUNK`] pixels handed to `pixel`, and at the end: the place
+    /// for work that must not sit in the per-pixel loop (a call there would pin the sink's
+    /// counters to memory).
+    fn end_chunk(&mut self) {}
 }
+
+/// Most pixels `walk` hands to a sink between two `end_chunk` calls.
+pub(crate) const CHUNK: usize = 4096;
 
 /// Calls `sink.pixel(r, g, b)` for every sampled, non-excluded pixel of `tile`, counting into
 /// `seen`, and hands the sink back. The common case (every pixel, no mask) is a tight loop of
@@ -205,15 +213,18 @@ pub(crate) fn walk<S: Sink>(
     if sampling == Sampling::All && tile.mask.is_none() {
         let (mut n_dark, mut n_sat) = (0u64, 0u64);
         for y in 0..img.height() {
-            for p in img.row(y).chunks_exact(3) {
-                let (r, g, b) = (p[0], p[1], p[2]);
-                if i16::from(r.max(g).max(b)) <= dark {
-                    n_dark += 1;
-                } else if sat && r.min(g).min(b) == 0 {
-                    n_sat += 1;
-                } else {
-                    sink.pixel(r, g, b);
+            for chunk in img.row(y).chunks(3 * CHUNK) {
+                for p in chunk.chunks_exact(3) {
+                    let (r, g, b) = (p[0], p[1], p[2]);
+                    if i16::from(r.max(g).max(b)) <= dark {
+                        n_dark += 1;
+                    } else if sat && r.min(g).min(b) == 0 {
+                        n_sat += 1;
+                    } else {
+                        sink.pixel(r, g, b);
+                    }
                 }
+                sink.end_chunk();
             }
         }
         seen.sampled += img.pixels() as u64;
@@ -221,6 +232,7 @@ pub(crate) fn walk<S: Sink>(
         seen.saturated += n_sat;
         return sink;
     }
+    let mut since = 0usize;
     let mut visit = |p: &[u8], m: u8, seen: &mut Seen| {
         seen.sampled += 1;
         if m == 0 {
@@ -234,6 +246,11 @@ pub(crate) fn walk<S: Sink>(
             seen.saturated += 1;
         } else {
             sink.pixel(r, g, b);
+            since += 1;
+            if since == CHUNK {
+                sink.end_chunk();
+                since = 0;
+            }
         }
     };
     for y in 0..img.height() {
@@ -277,5 +294,6 @@ pub(crate) fn walk<S: Sink>(
             }
         }
     }
+    sink.end_chunk();
     sink
 }

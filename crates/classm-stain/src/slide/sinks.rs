@@ -3,7 +3,7 @@
 use crate::convention::{MaxConcPixels, PcaPixels, TissueRule};
 use crate::fit::{ANGLE_BINS, CONC_BINS, FLUSH, Moments, bin_of, pseudo_angle};
 use crate::od::{OdLut, dot3};
-use crate::sampling::Sink;
+use crate::sampling::{CHUNK, Sink};
 
 use super::{LutCtx, VecCtx};
 
@@ -37,7 +37,7 @@ pub(super) struct MomentSink<'a> {
     pub(super) tissue: u64,
     /// Partial sums (Σr, Σg, Σb, Σrr, Σrg, Σrb, Σgg, Σgb, Σbb) as scalars the compiler keeps in
     /// registers, carried into `m` every `FLUSH` pixels.
-    pub(super) p: [i64; 9],
+    pub(super) p: [f64; 9],
     pub(super) pending: u32,
 }
 
@@ -53,15 +53,17 @@ impl MomentSink<'_> {
             pca_all: c.pca_pixels == PcaPixels::All,
             m,
             tissue,
-            p: [0; 9],
+            p: [0.0; 9],
             pending: 0,
         }
     }
 
     #[inline(never)]
     fn flush(&mut self) {
+        // `walk` calls `end_chunk` every CHUNK pixels: the f64 partial sums are still exact.
+        const _: () = assert!(CHUNK as u32 <= FLUSH);
         self.m.add_block(u64::from(self.pending), self.p);
-        self.p = [0; 9];
+        self.p = [0.0; 9];
         self.pending = 0;
     }
 
@@ -90,10 +92,10 @@ impl Sink for MomentSink<'_> {
         let take = if self.pca_tissue {
             is_tissue
         } else {
-            self.pca_all | ((q[0] | q[1] | q[2]) != 0)
+            self.pca_all | (q[0] != 0.0) | (q[1] != 0.0) | (q[2] != 0.0)
         };
-        let mask = -i64::from(take);
-        let [r, g, b] = q.map(|v| v & mask);
+        let t = f64::from(u8::from(take));
+        let [r, g, b] = q.map(|v| v * t);
         let [p0, p1, p2, p3, p4, p5, p6, p7, p8] = &mut self.p;
         *p0 += r;
         *p1 += g;
@@ -105,7 +107,10 @@ impl Sink for MomentSink<'_> {
         *p7 += g * b;
         *p8 += b * b;
         self.pending += u32::from(take);
-        if self.pending == FLUSH {
+    }
+
+    fn end_chunk(&mut self) {
+        if self.pending > 0 {
             self.flush();
         }
     }
