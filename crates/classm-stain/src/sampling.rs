@@ -123,9 +123,10 @@ impl<'a> Tile<'a> {
         }
     }
 
-    /// Splits into bands of whole rows of about `target_pixels` pixels each. The split depends
-    /// only on the tile's size, never on the thread count.
-    pub(crate) fn bands(&self, target_pixels: usize) -> Vec<Tile<'a>> {
+    /// Splits into bands of whole rows of about `target_pixels` pixels each (mask and origin
+    /// follow), so that one large tile can be spread over threads. The split depends only on
+    /// the tile's size, never on the thread count.
+    pub fn bands(&self, target_pixels: usize) -> Vec<Tile<'a>> {
         let w = self.image.width().max(1);
         let h = self.image.height();
         let rows = (target_pixels / w).max(1);

@@ -296,18 +296,11 @@ fn bands<'a>(
     origin_y: u64,
 ) -> Result<Vec<Tile<'a>>> {
     let view = RgbView::try_from(img)?;
-    let (w, h) = (view.width(), view.height());
-    let rows = ((1usize << 18) / w.max(1)).max(1);
-    let mut out = Vec::with_capacity(h.div_ceil(rows));
-    for y0 in (0..h).step_by(rows) {
-        let y1 = (y0 + rows).min(h);
-        let mut tile = Tile::new(view.crop(0, y0, w, y1 - y0)?).at(0, origin_y + y0 as u64);
-        if let Some(m) = mask {
-            tile = tile.with_mask(MaskView::new(w, y1 - y0, &m.as_raw()[y0 * w..y1 * w])?)?;
-        }
-        out.push(tile);
+    let mut tile = Tile::new(view).at(0, origin_y);
+    if let Some(m) = mask {
+        tile = tile.with_mask(MaskView::new(view.width(), view.height(), m.as_raw())?)?;
     }
-    Ok(out)
+    Ok(tile.bands(1 << 18))
 }
 
 /// Decodes every image once, then runs all passes over the images in memory.
