@@ -280,6 +280,29 @@ impl StainEstimate {
         i0: [f64; 3],
         reason: impl Into<String>,
     ) -> Self {
+        Self::given(matrix, max_conc, convention, i0, Some(reason.into()))
+    }
+
+    /// The estimate a [`NormalizationTarget`](crate::NormalizationTarget) describes: its
+    /// matrix, maxima, I0 and convention, with no pixel diagnostics (none were measured here).
+    pub fn from_target(target: &crate::NormalizationTarget) -> Self {
+        Self::given(
+            target.matrix,
+            target.max_conc,
+            target.convention.clone(),
+            target.i0,
+            None,
+        )
+    }
+
+    /// An estimate given rather than measured: diagnostics describe the matrix only.
+    fn given(
+        matrix: StainMatrix,
+        max_conc: [f64; 2],
+        convention: Convention,
+        i0: [f64; 3],
+        fallback: Option<String>,
+    ) -> Self {
         StainEstimate {
             matrix,
             max_conc,
@@ -309,7 +332,7 @@ impl StainEstimate {
                 warnings: Vec::new(),
             },
             convention,
-            fallback: Some(reason.into()),
+            fallback,
         }
     }
 

@@ -148,17 +148,7 @@ impl StainFile {
     fn estimate(&self) -> StainEstimate {
         match self {
             StainFile::Estimate(e) => e.clone(),
-            StainFile::Target(t) => {
-                let mut e = StainEstimate::fallback(
-                    t.matrix,
-                    t.max_conc,
-                    t.convention.clone(),
-                    t.i0,
-                    String::new(),
-                );
-                e.fallback = None;
-                e
-            }
+            StainFile::Target(t) => StainEstimate::from_target(t),
         }
     }
 }

@@ -209,3 +209,23 @@ fn fused_estimate_and_separate_equals_the_two_steps() {
         }
     }
 }
+
+#[test]
+fn an_estimate_from_a_target_separates_like_the_estimate_it_came_from() {
+    let (img, est) = fixture();
+    let from = StainEstimate::from_target(&NormalizationTarget::from_estimate(&est));
+    assert!(from.fallback.is_none());
+    assert_eq!(
+        (from.matrix, from.max_conc, from.i0),
+        (est.matrix, est.max_conc, est.i0)
+    );
+    let a = Separator::new(&from)
+        .expect("s")
+        .separate(img.view(), Output::ModelInput)
+        .expect("a");
+    let b = Separator::new(&est)
+        .expect("s")
+        .separate(img.view(), Output::ModelInput)
+        .expect("b");
+    assert_eq!(a, b);
+}
