@@ -208,6 +208,24 @@ impl Convention {
         self
     }
 
+    /// Optical density per channel and intensity, `od[c][v] = log(i0[c] / denom(v))` in this
+    /// convention's base and offset rule: the table every separation reads. Exposed so that
+    /// callers with their own unmixing rows (a fixed matrix, say) use the same numbers.
+    pub fn od_table(&self, i0: [f64; 3]) -> [[f64; 256]; 3] {
+        let ln_base = self.log_base.value().ln();
+        let mut od = [[0.0; 256]; 3];
+        for (c, row) in od.iter_mut().enumerate() {
+            for (v, d) in row.iter_mut().enumerate() {
+                let denom = match self.offset {
+                    OffsetRule::MaxOne => (v as f64).max(1.0),
+                    OffsetRule::PlusOne => v as f64 + 1.0,
+                };
+                *d = (i0[c] / denom).ln() / ln_base;
+            }
+        }
+        od
+    }
+
     fn mark_custom(&mut self) {
         if !self.name.ends_with("+custom") {
             self.name = format!("{}+custom", self.name);

@@ -1,6 +1,6 @@
 //! Lookup-table optical density: 256 entries per channel replace a `log` per pixel.
 
-use crate::convention::{Convention, OffsetRule};
+use crate::convention::Convention;
 
 /// Scale of the fixed-point OD used for the moments: integer sums are associative, so the
 /// plane does not depend on how pixels are split across tiles or threads.
@@ -20,18 +20,11 @@ pub(crate) struct OdLut {
 
 impl OdLut {
     pub fn new(conv: &Convention, i0: [f64; 3]) -> Self {
-        let ln_base = conv.log_base.value().ln();
-        let mut od = [[0.0; 256]; 3];
+        let od = conv.od_table(i0);
         let mut fixed = [[0f64; 256]; 3];
         let mut sq = [[0.0; 256]; 3];
         for c in 0..3 {
-            for v in 0..256usize {
-                let denom = match conv.offset {
-                    OffsetRule::MaxOne => (v as f64).max(1.0),
-                    OffsetRule::PlusOne => v as f64 + 1.0,
-                };
-                let d = (i0[c] / denom).ln() / ln_base;
-                od[c][v] = d;
+            for (v, &d) in od[c].iter().enumerate() {
                 // |OD| ≤ log(65535) < 16 keeps every partial sum an exact f64 integer.
                 fixed[c][v] = (d.clamp(-15.9, 15.9) * FIXED_SCALE).round();
                 sq[c][v] = d * d;
