@@ -4,7 +4,8 @@
 //!   first failure.
 //! - `bench stain`: speed and memory benchmark of `classm-stain`, with the Python reference
 //!   libraries side by side when their virtual environment exists.
-//! - `bench-setup-python`: creates that virtual environment.
+//! - `bench data`: classm-data's training pipeline against PIL + torchvision.
+//! - `bench-setup-python`, `bench-setup-torch`: create the Python environments.
 
 mod bench;
 mod ci;
@@ -34,6 +35,8 @@ enum Cmd {
     },
     /// Creates the Python reference environment used by `bench stain` (target/stain-ref-venv).
     BenchSetupPython(bench::python::SetupArgs),
+    /// Creates the torch environment used by `bench data` (target/torch-venv).
+    BenchSetupTorch(bench::python::TorchSetupArgs),
     /// One benchmark configuration in a fresh process (used by `bench stain`).
     #[command(hide = true)]
     BenchWorker(bench::stain::WorkerArgs),
@@ -43,6 +46,8 @@ enum Cmd {
 enum BenchCmd {
     /// classm-stain estimate + separate on a 6.6 MP slide region and a 16.8 MP mirror tiling.
     Stain(bench::stain::StainArgs),
+    /// classm-data training pipeline (patches/s) against PIL + torchvision.
+    Data(bench::data::DataArgs),
 }
 
 fn main() -> ExitCode {
@@ -51,7 +56,11 @@ fn main() -> ExitCode {
         Cmd::Bench {
             which: BenchCmd::Stain(args),
         } => bench::stain::run(&args),
+        Cmd::Bench {
+            which: BenchCmd::Data(args),
+        } => bench::data::run(&args),
         Cmd::BenchSetupPython(args) => bench::python::setup(&args),
+        Cmd::BenchSetupTorch(args) => bench::python::setup_torch(&args),
         Cmd::BenchWorker(args) => bench::stain::worker(&args),
     };
     // A plain message: anyhow's Debug form would add a backtrace under RUST_BACKTRACE=1.

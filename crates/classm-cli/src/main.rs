@@ -1,7 +1,7 @@
 //! `classm`: the command-line tool of the classm project.
 //!
 //! This crate is glue only: argument parsing, file IO, parallelism, progress and reporting.
-//! Every number is computed by `classm-stain`.
+//! Every number is computed by `classm-stain` and `classm-data`.
 
 use std::io::IsTerminal;
 use std::num::NonZeroUsize;
@@ -10,6 +10,7 @@ use std::process::ExitCode;
 use clap::{ArgAction, Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
+mod data;
 mod io;
 mod progress;
 mod report;
@@ -66,6 +67,9 @@ enum Command {
     /// Stain estimation, separation and normalisation.
     #[command(subcommand)]
     Stain(stain::StainCommand),
+    /// Datasets: checks and group-aware splits.
+    #[command(subcommand)]
+    Data(data::DataCommand),
 }
 
 /// Shared run-time settings derived from the global flags.
@@ -142,6 +146,7 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Stain(cmd) => stain::run(cmd, &ctx),
+        Command::Data(cmd) => data::run(cmd, &ctx),
     };
     match result {
         Ok(Status::Success) => ExitCode::SUCCESS,

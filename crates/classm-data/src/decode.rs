@@ -4,7 +4,7 @@ use std::io::ErrorKind as IoKind;
 use std::path::Path;
 
 use classm_stain::{Conversion, Converted, rgb8_from_dynamic};
-use image::{ImageError, ImageFormat, RgbImage};
+use image::{DynamicImage, ImageError, ImageFormat, RgbImage};
 
 use crate::error::{DataError, DecodeProblem, Result};
 
@@ -64,6 +64,13 @@ pub fn decode_rgb8(path: &Path, bytes: &[u8]) -> Result<Decoded> {
         .map_err(|e| fail(classify(&e), e.to_string()))?;
     if img.width() == 0 || img.height() == 0 {
         return Err(fail(DecodeProblem::Empty, "the image has no pixels".into()));
+    }
+    if let DynamicImage::ImageRgb8(image) = img {
+        // The common case keeps the decoder's buffer: no copy.
+        return Ok(Decoded {
+            image,
+            converted: Converted::None,
+        });
     }
     let (rgb, converted) = rgb8_from_dynamic(&img, Conversion::permissive())
         .map_err(|e| fail(DecodeProblem::Unsupported, e.to_string()))?;

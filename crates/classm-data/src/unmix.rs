@@ -8,6 +8,14 @@ use serde::{Deserialize, Serialize};
 /// ablation, with divisor 1.
 pub const PAPER_FIXED_ROWS: [[f64; 3]; 2] = [[1.838, 0.0341, -0.76], [-1.373, 0.772, 1.215]];
 
+/// `v` clipped to [0, 1]: two compare-selects (`maxss`, `minss`), where `f32::clamp` also
+/// checks its bounds and keeps NaN (the tables hold no NaN).
+#[inline(always)]
+pub(crate) fn unit(v: f32) -> f32 {
+    let v = if v > 0.0 { v } else { 0.0 };
+    if v < 1.0 { v } else { 1.0 }
+}
+
 /// Per-stain lookup tables for the model inputs.
 #[derive(Debug, Clone)]
 pub struct Unmixer {
@@ -74,8 +82,8 @@ impl Unmixer {
         let [th, te] = &*self.tables;
         for ((p, ho), eo) in rgb.chunks_exact(3).zip(h.iter_mut()).zip(e.iter_mut()) {
             let (r, g, b) = (p[0] as usize, p[1] as usize, p[2] as usize);
-            *ho = (th[0][r] + th[1][g] + th[2][b]).clamp(0.0, 1.0);
-            *eo = (te[0][r] + te[1][g] + te[2][b]).clamp(0.0, 1.0);
+            *ho = unit(th[0][r] + th[1][g] + th[2][b]);
+            *eo = unit(te[0][r] + te[1][g] + te[2][b]);
         }
     }
 }
@@ -87,6 +95,19 @@ impl Unmixer {
         for (k, c) in [first, second].into_iter().enumerate() {
             for (v, t) in tables[k][c].iter_mut().enumerate() {
                 *t = v as f32 / 255.0;
+            }
+        }
+        Unmixer { tables }
+    }
+
+    /// These tables read through a per-byte table first: `t'[c][v] = t[c][lut[v]]`.
+    pub fn after(&self, lut: &[u8; 256]) -> Unmixer {
+        let mut tables = self.tables.clone();
+        for (out, src) in tables.iter_mut().zip(self.tables.iter()) {
+            for (oc, sc) in out.iter_mut().zip(src) {
+                for (o, &l) in oc.iter_mut().zip(lut) {
+                    *o = sc[l as usize];
+                }
             }
         }
         Unmixer { tables }

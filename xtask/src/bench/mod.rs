@@ -1,9 +1,10 @@
-//! Benchmarks: `cargo xtask bench stain`.
+//! Benchmarks: `cargo xtask bench stain` and `bench data`.
 //!
 //! Every configuration runs in a fresh child process so that its peak memory (`VmHWM`) is its
 //! own; the parent collects the JSON each child prints and writes the report.
 
 pub mod cpu;
+pub mod data;
 pub mod input;
 pub mod machine;
 pub mod mem;

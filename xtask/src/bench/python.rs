@@ -139,6 +139,47 @@ fn probe(python: &Path) -> Result<serde_json::Value> {
     Ok(serde_json::from_slice(&out.stdout)?)
 }
 
+/// Options of `bench-setup-torch`.
+#[derive(Debug, Args)]
+pub struct TorchSetupArgs {
+    /// Python interpreter that creates the environment.
+    #[arg(long, default_value = "python3.11")]
+    pub python: String,
+    /// Where to create it (default target/torch-venv, where `bench data` looks; elsewhere,
+    /// point $CLASSM_TORCH_PYTHON at its bin/python).
+    #[arg(long)]
+    pub venv: Option<PathBuf>,
+}
+
+/// The versions `bench data` was measured with (a CPU run needs no CUDA, but PyPI's torch
+/// wheel brings it; any recent torch/torchvision pair works).
+const TORCH_PACKAGES: [&str; 4] = [
+    "torch==2.15.0",
+    "torchvision==0.29.2",
+    "pillow==13.0.0",
+    "numpy==2.4.6",
+];
+
+/// `bench-setup-torch`: creates target/torch-venv with torch, torchvision, Pillow and numpy.
+pub fn setup_torch(a: &TorchSetupArgs) -> Result<()> {
+    let venv = a
+        .venv
+        .clone()
+        .unwrap_or_else(|| paths::repo_root().join("target/torch-venv"));
+    run_checked(
+        Command::new(&a.python).args(["-m", "venv"]).arg(&venv),
+        "python -m venv",
+    )?;
+    run_checked(
+        Command::new(venv.join("bin/pip"))
+            .args(["install", "--progress-bar", "off"])
+            .args(TORCH_PACKAGES),
+        "pip install",
+    )?;
+    eprintln!("ready: {}", venv.join("bin/python").display());
+    Ok(())
+}
+
 /// One Python measurement.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PyRun {

@@ -789,3 +789,135 @@ fn usage_errors_exit_2() {
         "not_found"
     );
 }
+
+// ---- classm data ----------------------------------------------------------------------------
+
+const MINI: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../fixtures/ebhi-mini/MANIFEST.tsv"
+);
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn data_check_reports_groups_and_reuses_the_stain_cache() {
+    let dir = tempdir();
+    let out = classm(
+        dir.path(),
+        &["data", "check", MINI, "--json", "report.json"],
+    );
+    assert_eq!(code(&out), 0);
+    let text = stdout(&out);
+    assert!(
+        text.contains("samples   22 (0 unlabelled) in 18 groups"),
+        "{text}"
+    );
+    assert!(text.contains("18 groups estimated, 0 fell back"), "{text}");
+    assert!(stderr(&out).contains("18 computed, 0 from the cache"));
+    let report = read_json(&dir.path().join("report.json"));
+    assert_eq!(report["stains"].as_array().map(Vec::len), Some(18));
+    assert_eq!(
+        report["splits"]["counts"][0].as_array().map(Vec::len),
+        Some(7)
+    );
+
+    let again = classm(dir.path(), &["data", "check", MINI]);
+    assert_eq!(code(&again), 0);
+    assert!(stderr(&again).contains("0 computed, 18 from the cache"));
+}
+
+#[test]
+fn data_check_names_unreadable_files_and_fails() {
+    let dir = tempdir();
+    let data = dir.path().join("data");
+    fs::create_dir_all(data.join("tumour")).unwrap();
+    fs::copy(FIXTURE, data.join("tumour/good.png")).unwrap();
+    fs::write(
+        data.join("tumour/broken.png"),
+        b"\x89PNG\r\n\x1a\n truncated",
+    )
+    .unwrap();
+    let out = classm(dir.path(), &["data", "check", "data", "--no-stains"]);
+    assert_eq!(code(&out), 1);
+    let text = stdout(&out);
+    assert!(
+        text.contains("unreadable 1:") && text.contains("broken.png"),
+        "{text}"
+    );
+    assert!(!text.contains("good.png"), "{text}");
+}
+
+#[test]
+fn data_split_is_reproducible_and_never_overwrites_by_accident() {
+    let dir = tempdir();
+    let args = [
+        "data",
+        "split",
+        MINI,
+        "--out",
+        "s/split.tsv",
+        "--splits",
+        "train=50%,val=rest",
+        "--seed",
+        "4",
+    ];
+    let out = classm(dir.path(), &args);
+    assert_eq!(code(&out), 0);
+    assert!(stdout(&out).starts_with("split "), "{}", stdout(&out));
+    let first = fs::read_to_string(dir.path().join("s/split.tsv")).unwrap();
+    assert!(first.starts_with("# classm-split/1\n"));
+    assert!(dir.path().join("s/split.counts.tsv").is_file());
+
+    let refused = classm(dir.path(), &args);
+    assert_eq!(code(&refused), 2);
+    assert!(stderr(&refused).contains("--force"));
+    assert_eq!(
+        fs::read_to_string(dir.path().join("s/split.tsv")).unwrap(),
+        first
+    );
+
+    let mut forced = args.to_vec();
+    forced.push("--force");
+    assert_eq!(code(&classm(dir.path(), &forced)), 0);
+    assert_eq!(
+        fs::read_to_string(dir.path().join("s/split.tsv")).unwrap(),
+        first,
+        "same seed, same split"
+    );
+
+    let check = classm(
+        dir.path(),
+        &[
+            "data",
+            "check",
+            MINI,
+            "--split-file",
+            "s/split.tsv",
+            "--no-stains",
+        ],
+    );
+    assert_eq!(code(&check), 0);
+    let text = stdout(&check);
+    assert!(
+        text.contains("split file s/split.tsv")
+            && text.contains("\ntrain ")
+            && text.contains("\nval "),
+        "{text}"
+    );
+
+    let bad = classm(
+        dir.path(),
+        &[
+            "data",
+            "split",
+            MINI,
+            "--out",
+            "x.tsv",
+            "--splits",
+            "a=70%,b=70%",
+        ],
+    );
+    assert_eq!(code(&bad), 2);
+}

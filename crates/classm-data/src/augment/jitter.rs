@@ -59,23 +59,120 @@ impl JitterDraw {
     }
 }
 
+/// A jitter folded for one image: per-byte tables before and after the saturation step (the
+/// only step that mixes channels), with the contrast means already measured. Applying it to a
+/// pixel gives exactly what [`JitterDraw::apply`] gives, without writing the image.
+#[derive(Debug, Clone)]
+pub struct FoldedJitter {
+    /// Per-byte table before saturation.
+    pub pre: [u8; 256],
+    /// The saturation step as a table `[grey][value]`, if that step changes anything: 65 536
+    /// blends computed once per image instead of three per pixel.
+    pub saturation: Option<Box<[[u8; 256]; 256]>>,
+    /// Per-byte table after saturation.
+    pub post: [u8; 256],
+}
+
+fn identity() -> [u8; 256] {
+    std::array::from_fn(|v| v as u8)
+}
+
+/// `outer ∘ inner` as one table.
+fn compose(outer: &[u8; 256], inner: &[u8; 256]) -> [u8; 256] {
+    std::array::from_fn(|v| outer[inner[v] as usize])
+}
+
+/// `blend(d, v, f)` for every `v`.
+fn blend_table(d: f32, f: f32) -> [u8; 256] {
+    let mut t = [0u8; 256];
+    for (v, o) in t.iter_mut().enumerate() {
+        *o = blend(d, v as u8, f);
+    }
+    t
+}
+
+impl FoldedJitter {
+    /// The pixel after the jitter, before the `post` table.
+    #[inline(always)]
+    pub fn before_post(&self, r: u8, g: u8, b: u8) -> [u8; 3] {
+        let p = [
+            self.pre[r as usize],
+            self.pre[g as usize],
+            self.pre[b as usize],
+        ];
+        match &self.saturation {
+            None => p,
+            Some(t) => {
+                let row = &t[luma(p[0], p[1], p[2]) as usize];
+                [row[p[0] as usize], row[p[1] as usize], row[p[2] as usize]]
+            }
+        }
+    }
+
+    /// No change at all.
+    pub fn is_identity(&self) -> bool {
+        self.saturation.is_none() && self.pre == identity() && self.post == identity()
+    }
+}
+
+impl JitterDraw {
+    /// Folds the draw for the packed RGB8 image `rgb`: at most two read passes (for contrast
+    /// means), no writes.
+    pub fn fold(&self, rgb: &[u8]) -> FoldedJitter {
+        let mut folded = FoldedJitter {
+            pre: identity(),
+            saturation: None,
+            post: identity(),
+        };
+        for op in self.order {
+            match op {
+                JitterOp::Brightness if self.factors[0] != 1.0 => {
+                    let t = blend_table(0.0, self.factors[0]);
+                    folded.post = compose(&t, &folded.post);
+                }
+                JitterOp::Contrast if self.factors[1] != 1.0 && rgb.len() >= 3 => {
+                    let sum: u64 = rgb
+                        .chunks_exact(3)
+                        .map(|p| {
+                            let q = folded.before_post(p[0], p[1], p[2]);
+                            let t = &folded.post;
+                            u64::from(luma(t[q[0] as usize], t[q[1] as usize], t[q[2] as usize]))
+                        })
+                        .sum();
+                    let mean = (sum as f64 / (rgb.len() / 3) as f64 + 0.5).floor() as f32;
+                    let t = blend_table(mean, self.factors[1]);
+                    folded.post = compose(&t, &folded.post);
+                }
+                JitterOp::Saturation if self.factors[2] != 1.0 => {
+                    // Everything so far becomes the table before saturation.
+                    folded.pre = compose(&folded.post, &folded.pre);
+                    folded.post = identity();
+                    let f = self.factors[2];
+                    let mut t = Box::new([[0u8; 256]; 256]);
+                    for (l, row) in t.iter_mut().enumerate() {
+                        *row = blend_table(l as f32, f);
+                    }
+                    folded.saturation = Some(t);
+                }
+                _ => {}
+            }
+        }
+        folded
+    }
+}
+
 /// PIL's `L` conversion: ITU-R 601-2 luma in 16-bit fixed point, rounded.
 #[inline(always)]
 fn luma(r: u8, g: u8, b: u8) -> u8 {
     ((u32::from(r) * 19595 + u32::from(g) * 38470 + u32::from(b) * 7471 + 0x8000) >> 16) as u8
 }
 
-/// PIL's `Image.blend` for 8-bit bands: computed in float, clipped, truncated.
+/// PIL's `Image.blend` for 8-bit bands: computed in float, clipped, truncated. Rust's
+/// float-to-integer `as` saturates and truncates toward zero, which is exactly that clip and
+/// truncation, without branches.
 #[inline(always)]
 fn blend(d: f32, x: u8, f: f32) -> u8 {
-    let t = d + f * (f32::from(x) - d);
-    if t <= 0.0 {
-        0
-    } else if t >= 255.0 {
-        255
-    } else {
-        t as u8
-    }
+    (d + f * (f32::from(x) - d)) as u8
 }
 
 fn brightness(rgb: &mut [u8], f: f32) {
@@ -111,9 +208,10 @@ fn saturation(rgb: &mut [u8], f: f32) {
     }
     for p in rgb.chunks_exact_mut(3) {
         let l = f32::from(luma(p[0], p[1], p[2]));
-        for v in p.iter_mut() {
-            *v = blend(l, *v, f);
-        }
+        let (r, g, b) = (blend(l, p[0], f), blend(l, p[1], f), blend(l, p[2], f));
+        p[0] = r;
+        p[1] = g;
+        p[2] = b;
     }
 }
 
@@ -137,6 +235,18 @@ mod tests {
     }
 
     #[test]
+    fn blend_table_equals_blend() {
+        for d in [0.0f32, 17.0, 128.0, 255.0] {
+            for f in [0.0f32, 0.5, 0.9, 1.0, 1.1, 1.7] {
+                let t = blend_table(d, f);
+                for v in 0..=255u8 {
+                    assert_eq!(t[v as usize], blend(d, v, f), "{d} {v} {f}");
+                }
+            }
+        }
+    }
+
+    #[test]
     fn identity_factors_change_nothing() {
         let mut px: Vec<u8> = (0..=255).collect::<Vec<u8>>().repeat(3);
         let before = px.clone();
@@ -150,6 +260,25 @@ mod tests {
         };
         d.apply(&mut px);
         assert_eq!(px, before);
+    }
+
+    #[test]
+    fn folded_jitter_equals_applying_the_steps() {
+        use rand::{Rng as _, SeedableRng};
+        let mut rng = crate::rng::Rng::seed_from_u64(3);
+        for case in 0..60 {
+            let n = 1 + case * 7;
+            let px: Vec<u8> = (0..3 * n).map(|_| rng.random()).collect();
+            let d = JitterDraw::draw([0.3, 0.4, 0.5], &mut rng);
+            let mut want = px.clone();
+            d.apply(&mut want);
+            let f = d.fold(&px);
+            let got: Vec<u8> = px
+                .chunks_exact(3)
+                .flat_map(|p| f.before_post(p[0], p[1], p[2]).map(|v| f.post[v as usize]))
+                .collect();
+            assert_eq!(got, want, "{d:?}");
+        }
     }
 
     #[test]

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{DataError, Result};
 use crate::rng::{SampleKey, Stream};
-use crate::unmix::Unmixer;
+use crate::unmix::{Unmixer, unit};
 pub use geometry::{Placement, center_offset};
 pub use jitter::{JitterDraw, JitterOp};
 
@@ -144,6 +144,7 @@ impl Normalization {
 #[derive(Debug, Default)]
 pub struct Scratch {
     rgb: Vec<u8>,
+    resizer: fast_image_resize::Resizer,
 }
 
 /// The configured pipeline.
@@ -185,32 +186,22 @@ impl Pipeline {
         }
     }
 
-    /// The RGB pixels the maps are read from: resized and jittered where configured.
-    fn prepare<'a>(
-        &self,
-        rgb: &'a RgbImage,
-        scratch: &'a mut Scratch,
-        jitter: Option<JitterDraw>,
-    ) -> (&'a [u8], u32, u32) {
+    /// The RGB pixels the maps come from: `rgb`, or its resized copy in `scratch`.
+    fn resized<'a>(&self, rgb: &'a RgbImage, scratch: &'a mut Scratch) -> (&'a [u8], u32, u32) {
         let (w, h) = (rgb.width(), rgb.height());
         match self.config.resize {
             Some(s) if (w, h) != (s, s) => {
-                let resized = image::imageops::resize(rgb, s, s, FilterType::Triangle);
-                scratch.rgb = resized.into_raw();
-                if let Some(j) = jitter {
-                    j.apply(&mut scratch.rgb);
+                scratch.rgb.resize(s as usize * s as usize * 3, 0);
+                if let Err(e) = resize_bilinear(rgb, s, scratch) {
+                    // Only a programming error gets here (the sizes are consistent); the slow
+                    // resize gives the same geometry.
+                    tracing::warn!("fast resize failed ({e}); using image::imageops::resize");
+                    scratch.rgb =
+                        image::imageops::resize(rgb, s, s, FilterType::Triangle).into_raw();
                 }
                 (&scratch.rgb, s, s)
             }
-            _ => match jitter {
-                Some(j) => {
-                    scratch.rgb.clear();
-                    scratch.rgb.extend_from_slice(rgb.as_raw());
-                    j.apply(&mut scratch.rgb);
-                    (&scratch.rgb, w, h)
-                }
-                None => (rgb.as_raw(), w, h),
-            },
+            _ => (rgb.as_raw(), w, h),
         }
     }
 
@@ -229,8 +220,13 @@ impl Pipeline {
         let jitter = c
             .jitter
             .map(|s| JitterDraw::draw(s, &mut key.rng(Stream::Jitter)));
-        let unmixer = self.view_unmixer(stains);
-        let (src, w, hgt) = self.prepare(rgb, scratch, jitter);
+        let (src, w, hgt) = self.resized(rgb, scratch);
+        let folded = jitter.map(|j| j.fold(src)).filter(|f| !f.is_identity());
+        let view = self.view_unmixer(stains);
+        let tables = match &folded {
+            Some(f) => std::borrow::Cow::Owned(view.after(&f.post)),
+            None => view,
+        };
         for (k, (out, stream)) in [(h, Stream::First), (e, Stream::Second)]
             .into_iter()
             .enumerate()
@@ -240,7 +236,23 @@ impl Pipeline {
                 .channel_brightness
                 .map_or(1.0, |s| rng.random_range((1.0 - s)..(1.0 + s)));
             let place = Placement::draw(w, hgt, c.rotate, c.center_crop, c.crop, c.flips, &mut rng);
-            self.render(&unmixer, k, src, w, hgt, &place, factor, out);
+            let target = Target {
+                src,
+                w,
+                h: hgt,
+                place: &place,
+                factor,
+            };
+            match &folded {
+                Some(f) => self.render(
+                    k,
+                    &target,
+                    tables.table(k),
+                    |r, g, b| f.before_post(r, g, b),
+                    out,
+                ),
+                None => self.render(k, &target, tables.table(k), |r, g, b| [r, g, b], out),
+            }
         }
     }
 
@@ -253,42 +265,76 @@ impl Pipeline {
         h: &mut [f32],
         e: &mut [f32],
     ) {
-        let unmixer = self.view_unmixer(stains);
-        let (src, w, hgt) = self.prepare(rgb, scratch, None);
+        let (src, w, hgt) = self.resized(rgb, scratch);
+        let view = self.view_unmixer(stains);
         let place = Placement::center(w, hgt, self.config.crop);
-        for (k, out) in [h, e].into_iter().enumerate() {
-            self.render(&unmixer, k, src, w, hgt, &place, 1.0, out);
-        }
+        let target = Target {
+            src,
+            w,
+            h: hgt,
+            place: &place,
+            factor: 1.0,
+        };
+        self.render(0, &target, view.table(0), |r, g, b| [r, g, b], h);
+        self.render(1, &target, view.table(1), |r, g, b| [r, g, b], e);
     }
 
-    /// Channel `k` of the placed, brightened, normalised output. Separation is pointwise, so
-    /// it happens at lookup time, only for the pixels the output needs.
-    #[allow(clippy::too_many_arguments)]
+    /// Channel `k` of the placed, separated, brightened, normalised output. Separation is
+    /// pointwise, so it happens as each output pixel is read: only the pixels the output needs,
+    /// and no intermediate map.
+    #[inline]
     fn render(
         &self,
-        unmixer: &Unmixer,
         k: usize,
-        src: &[u8],
-        w: u32,
-        h: u32,
-        place: &Placement,
-        factor: f32,
+        t: &Target<'_>,
+        table: &[[f32; 256]; 3],
+        jitter: impl Fn(u8, u8, u8) -> [u8; 3],
         out: &mut [f32],
     ) {
         let (mean, std) = (self.norm.mean[k], self.norm.std[k]);
         let inv = 1.0 / std;
         let fill = (0.0 - mean) * inv;
-        let t = unmixer.table(k);
-        place.map(w, h, self.config.crop, |o, s| {
+        let factor = t.factor;
+        t.place.map(t.w, t.h, self.config.crop, |o, s| {
             out[o] = match s {
                 None => fill,
                 Some(s) => {
-                    let p = &src[3 * s..3 * s + 3];
-                    let v = (t[0][p[0] as usize] + t[1][p[1] as usize] + t[2][p[2] as usize])
-                        .clamp(0.0, 1.0);
-                    ((v * factor).clamp(0.0, 1.0) - mean) * inv
+                    let p = &t.src[3 * s..3 * s + 3];
+                    let [r, g, b] = jitter(p[0], p[1], p[2]).map(usize::from);
+                    let v = unit(table[0][r] + table[1][g] + table[2][b]);
+                    // v is in [0, 1] and the factor positive: only the top can clip.
+                    ((v * factor).min(1.0) - mean) * inv
                 }
             };
         });
     }
+}
+
+/// Bilinear (triangle-filter, antialiased when shrinking) resize of `rgb` to `s × s` into
+/// `scratch.rgb`: SIMD convolution with integer weights, the same filter as PIL's `BILINEAR`.
+fn resize_bilinear(
+    rgb: &RgbImage,
+    s: u32,
+    scratch: &mut Scratch,
+) -> std::result::Result<(), String> {
+    use fast_image_resize::images::{Image, ImageRef};
+    use fast_image_resize::{FilterType as F, PixelType, ResizeAlg, ResizeOptions};
+    let src = ImageRef::new(rgb.width(), rgb.height(), rgb.as_raw(), PixelType::U8x3)
+        .map_err(|e| e.to_string())?;
+    let mut dst =
+        Image::from_slice_u8(s, s, &mut scratch.rgb, PixelType::U8x3).map_err(|e| e.to_string())?;
+    let opts = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(F::Bilinear));
+    scratch
+        .resizer
+        .resize(&src, &mut dst, &opts)
+        .map_err(|e| e.to_string())
+}
+
+/// Where one channel's output comes from.
+struct Target<'a> {
+    src: &'a [u8],
+    w: u32,
+    h: u32,
+    place: &'a Placement,
+    factor: f32,
 }
