@@ -165,3 +165,32 @@ fn channel_statistics_are_deterministic_and_plausible() {
     }
     assert!(channel_stats(&source(Normalization::paper()), &idx).is_err());
 }
+
+#[test]
+fn fixed_and_per_image_stain_modes_are_the_ablations() {
+    let d = Arc::new(mini());
+    let p = Arc::new(Pipeline::new(AugmentConfig::scaled(224, false), Normalization::identity()).unwrap());
+    let eval = |lookup: StainLookup| {
+        Source::new(d.clone(), Arc::new(lookup), p.clone(), 0)
+            .unwrap()
+            .load(&Request {
+                mode: Mode::Eval,
+                ..request(vec![0, 7, 15], 1)
+            })
+            .unwrap()
+    };
+    let fixed = eval(StainLookup::Fixed(classm_data::Unmixer::paper_fixed()));
+    let per_image = eval(StainLookup::PerImage(classm_stain::Convention::classm()));
+    let stains = group_stains(&d, &StainOptions::default(), None, &|| {}).unwrap();
+    let per_group = eval(StainLookup::per_group(&stains));
+    assert_ne!(fixed.h, per_image.h);
+    assert_ne!(per_image.h, per_group.h);
+    for b in [&fixed, &per_image, &per_group] {
+        assert!(b.h.iter().chain(&b.e).all(|v| (0.0..=1.0).contains(v)));
+    }
+    // A group without a matrix is refused up front, not at batch time.
+    let mut other = mini();
+    other.samples[0].group = "nowhere".into();
+    let err = Source::new(Arc::new(other), Arc::new(StainLookup::per_group(&stains)), p.clone(), 0).unwrap_err();
+    assert!(err.to_string().contains("nowhere"));
+}
