@@ -44,7 +44,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             views: 1,
             epoch: 0,
         };
-        done += pool.install(|| source.load(&req))?.indices.len();
+        let batch = pool.install(|| source.load(&req))?;
+        done += batch.indices.len();
+        source.recycle(batch);
     }
     println!(
         "{done} patches in {:.3} s: {:.0} patches/s",

@@ -11,10 +11,16 @@
 //! - [`BalancedSampler`], [`UniformSampler`], [`Source`] and [`Prefetch`]: batches built in
 //!   parallel and ahead of time.
 //!
-//! Every random draw comes from a generator derived from (seed, epoch, draw, view), so batches
-//! are bit-identical across runs and thread counts. Batches are plain `f32` buffers: this crate
+//! Every random draw comes from a generator derived from the run's seed and the draw's
+//! coordinates ([`rng::derive`]): augmentations from (seed, epoch, draw, view), samplers from
+//! (seed, class or pool, cycle), splits from the seed. Batches are therefore bit-identical
+//! across runs and thread counts. Batches are plain `f32` buffers: this crate
 //! does not depend on candle.
 #![deny(missing_docs)]
+
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
 
 pub mod augment;
 mod dataset;

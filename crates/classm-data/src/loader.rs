@@ -14,7 +14,7 @@ use crate::dataset::Dataset;
 use crate::decode::read_rgb8;
 use crate::error::{DataError, Result};
 use crate::rng::SampleKey;
-use crate::stains::{GroupStains, per_image_unmixer};
+use crate::stains::{GroupStains, StainMode, per_image_unmixer};
 use crate::unmix::Unmixer;
 
 /// The output slices of one sample, one per view.
@@ -35,6 +35,22 @@ impl StainLookup {
     /// Per-group tables from estimates.
     pub fn per_group(stains: &GroupStains) -> Self {
         StainLookup::PerGroup(stains.unmixers())
+    }
+
+    /// The lookup of a configured [`StainMode`]; per-group needs the group estimates.
+    pub fn from_mode(
+        mode: StainMode,
+        stains: Option<&GroupStains>,
+        convention: &Convention,
+    ) -> Result<Self> {
+        match (mode, stains) {
+            (StainMode::PerGroup, Some(s)) => Ok(Self::per_group(s)),
+            (StainMode::PerGroup, None) => Err(DataError::Config(
+                "per-group stain matrices need the group estimates (group_stains)".into(),
+            )),
+            (StainMode::Fixed, _) => Ok(StainLookup::Fixed(Unmixer::paper_fixed())),
+            (StainMode::PerImage, _) => Ok(StainLookup::PerImage(convention.clone())),
+        }
     }
 }
 
@@ -92,13 +108,19 @@ impl Batch {
 }
 
 /// Everything needed to turn a [`Request`] into a [`Batch`].
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Source {
     dataset: Arc<Dataset>,
     stains: Arc<StainLookup>,
     pipeline: Arc<Pipeline>,
     seed: u64,
+    /// Buffers of batches handed back with [`Source::recycle`]: a fresh multi-megabyte
+    /// allocation per batch costs page faults and zeroing on every batch.
+    spare: std::sync::Mutex<Vec<Vec<f32>>>,
 }
+
+/// Spare buffers kept at most (two per batch in flight, a few batches deep).
+const SPARE_BUFFERS: usize = 8;
 
 impl Source {
     /// A source of batches from `dataset`.
@@ -122,7 +144,32 @@ impl Source {
             stains,
             pipeline,
             seed,
+            spare: std::sync::Mutex::new(Vec::new()),
         })
+    }
+
+    /// Hands a finished batch's buffers back for reuse by later batches (optional: without
+    /// it every batch allocates its own).
+    pub fn recycle(&self, batch: Batch) {
+        if let Ok(mut spare) = self.spare.lock() {
+            for buf in [batch.h, batch.e] {
+                if spare.len() < SPARE_BUFFERS {
+                    spare.push(buf);
+                }
+            }
+        }
+    }
+
+    /// A buffer of `len` values whose content will be overwritten entirely.
+    fn buffer(&self, len: usize) -> Vec<f32> {
+        let reused = self.spare.lock().ok().and_then(|mut s| s.pop());
+        match reused {
+            Some(mut b) => {
+                b.resize(len, 0.0);
+                b
+            }
+            None => vec![0f32; len],
+        }
     }
 
     /// The dataset.
@@ -151,8 +198,9 @@ impl Source {
                 "sample index {bad} is out of range"
             )));
         }
-        let mut h = vec![0f32; views * n * s2];
-        let mut e = vec![0f32; views * n * s2];
+        // Every value is written below, so reused buffers need no clearing.
+        let mut h = self.buffer(views * n * s2);
+        let mut e = self.buffer(views * n * s2);
         let mut items: Vec<(Slots<'_>, Slots<'_>)> =
             (0..n).map(|_| (Vec::new(), Vec::new())).collect();
         for (hv, ev) in h.chunks_mut(n * s2.max(1)).zip(e.chunks_mut(n * s2.max(1))) {
@@ -217,6 +265,8 @@ impl Source {
 pub struct Prefetch {
     rx: Option<Receiver<Result<Batch>>>,
     handle: Option<JoinHandle<()>>,
+    /// Set when the worker thread could not be started: the first item is this error.
+    spawn_error: Option<DataError>,
 }
 
 impl Prefetch {
@@ -239,11 +289,18 @@ impl Prefetch {
                         break;
                     }
                 }
-            })
-            .ok();
-        Prefetch {
-            rx: Some(rx),
-            handle,
+            });
+        match handle {
+            Ok(h) => Prefetch {
+                rx: Some(rx),
+                handle: Some(h),
+                spawn_error: None,
+            },
+            Err(e) => Prefetch {
+                rx: None,
+                handle: None,
+                spawn_error: Some(DataError::io("classm-prefetch thread", e)),
+            },
         }
     }
 }
@@ -252,6 +309,9 @@ impl Iterator for Prefetch {
     type Item = Result<Batch>;
 
     fn next(&mut self) -> Option<Self::Item> {
+        if let Some(e) = self.spawn_error.take() {
+            return Some(Err(e));
+        }
         let rx = self.rx.as_ref()?;
         match rx.recv() {
             Ok(b) => Some(b),

@@ -7,8 +7,9 @@ use rand_pcg::Pcg64Mcg;
 /// The generator used everywhere in classm-data.
 pub type Rng = Pcg64Mcg;
 
-/// What a generator is for: separate streams so that switching one augmentation off does not
-/// shift the draws of the others.
+/// What a generator is for. Jitter, H and E draw from separate streams, so switching the
+/// jitter off leaves the H and E draws unchanged (within a stream, switching a step off shifts
+/// the draws after it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u64)]
 pub enum Stream {

@@ -73,6 +73,21 @@ impl ScanReport {
         out
     }
 
+    /// `assignment` (made for the whole dataset) narrowed to the samples [`ScanReport::readable`]
+    /// keeps, in the same order.
+    pub fn readable_assignment(&self, assignment: &crate::Assignment) -> crate::Assignment {
+        crate::Assignment {
+            names: assignment.names.clone(),
+            of_sample: assignment
+                .of_sample
+                .iter()
+                .zip(&self.images)
+                .filter(|(_, info)| info.is_some())
+                .map(|(&k, _)| k)
+                .collect(),
+        }
+    }
+
     /// The dataset without its unreadable samples.
     pub fn readable(&self, dataset: &Dataset) -> Dataset {
         let mut out = dataset.clone();

@@ -13,6 +13,8 @@ use crate::rng::{Stream, derive, permutation};
 
 /// First line of a split file.
 pub const SPLIT_FORMAT: &str = "# classm-split/1";
+/// Header line listing the split names in order (so that reading keeps the order).
+const SPLITS_LINE: &str = "# splits: ";
 
 /// How much of the dataset a split gets.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -72,13 +74,19 @@ impl fmt::Display for SplitSpec {
                 f.write_str(",")?;
             }
             match a {
-                Amount::Fraction(x) => write!(f, "{name}={}%", x * 100.0)?,
+                Amount::Fraction(x) => write!(f, "{name}={}%", percent(*x))?,
                 Amount::Count(n) => write!(f, "{name}={n}")?,
                 Amount::Rest => write!(f, "{name}=rest")?,
             }
         }
         Ok(())
     }
+}
+
+/// `x` as a percentage without float noise: 0.07 → "7", 0.125 → "12.5".
+fn percent(x: f64) -> String {
+    let s = format!("{:.6}", x * 100.0);
+    s.trim_end_matches('0').trim_end_matches('.').to_string()
 }
 
 impl SplitSpec {
@@ -295,7 +303,10 @@ impl Assignment {
     /// The split file: a header naming the format, seed and spec, then one row per sample
     /// (dataset-relative path, group, label, split).
     pub fn to_tsv(&self, dataset: &Dataset, provenance: &str) -> String {
-        let mut out = format!("{SPLIT_FORMAT}\n# {provenance}\npath\tgroup\tlabel\tsplit\n");
+        let mut out = format!(
+            "{SPLIT_FORMAT}\n# {provenance}\n{SPLITS_LINE}{}\npath\tgroup\tlabel\tsplit\n",
+            self.names.join(",")
+        );
         for (s, &k) in dataset.samples.iter().zip(&self.of_sample) {
             let label = s.label.map(|l| dataset.classes[l].as_str()).unwrap_or("");
             out.push_str(&format!(
@@ -341,6 +352,16 @@ impl Assignment {
         let mut header_seen = false;
         for (i, line) in lines {
             let ln = Some(i as u64 + 1);
+            if let Some(order) = line.strip_prefix(SPLITS_LINE) {
+                if names.is_empty() {
+                    names = order
+                        .split(',')
+                        .map(str::to_string)
+                        .filter(|n| !n.is_empty())
+                        .collect();
+                }
+                continue;
+            }
             if line.starts_with('#') || line.trim().is_empty() {
                 continue;
             }

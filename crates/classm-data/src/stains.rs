@@ -2,7 +2,7 @@
 //! and cached on disk; the fixed and per-image alternatives for ablations.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use classm_stain::{
     Convention, EstimateOptions, PassState, RgbView, Sampling, SlideEstimator, StainEstimate, Tile,
@@ -362,15 +362,4 @@ pub fn per_image_unmixer(
         Ok(e) => (Unmixer::from_estimate(&e), None),
         Err(e) => (Unmixer::paper_fixed(), Some(e.to_string())),
     }
-}
-
-/// Paths of a group's samples, for reports.
-#[allow(dead_code)]
-pub fn group_paths<'a>(dataset: &'a Dataset, group: &str) -> Vec<&'a PathBuf> {
-    dataset
-        .samples
-        .iter()
-        .filter(|s| s.group == group)
-        .map(|s| &s.path)
-        .collect()
 }

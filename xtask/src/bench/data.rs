@@ -204,6 +204,7 @@ fn time_rust(source: &Source, threads: usize, min_s: f64) -> Result<(f64, usize)
         for b in 0..batches.len() {
             let batch = pool.install(|| load(epoch, b))?;
             patches += batch.indices.len();
+            source.recycle(batch);
         }
         rates.push(n as f64 / e.elapsed().as_secs_f64());
         epoch += 1;

@@ -22,7 +22,7 @@ use crate::{Ctx, Status};
 pub enum FallbackArg {
     /// The paper's fixed matrix, reported.
     PaperFixed,
-    /// Report the group as failed.
+    /// Stop the check at the first group whose estimate fails (exit status 1).
     Error,
 }
 
@@ -38,8 +38,8 @@ pub struct CheckArgs {
     /// Skip the per-group stain estimates.
     #[arg(long)]
     pub no_stains: bool,
-    /// Stain cache file [default: .classm-cache/stains-<dataset>-<hash>.json in the current
-    /// folder].
+    /// Stain cache file (default: `.classm-cache/stains-DATASET-HASH.json` in the current
+    /// folder).
     #[arg(long, value_name = "FILE", conflicts_with = "no_cache")]
     pub stain_cache: Option<PathBuf>,
     /// Neither read nor write a stain cache.
@@ -175,7 +175,9 @@ fn splits(a: &CheckArgs, dataset: &Dataset) -> Result<(String, Assignment)> {
             .with_context(|| format!("reading split file {}", f.display()))?;
         return Ok((format!("split file {}", f.display()), asg));
     }
-    if dataset.samples.iter().all(|s| s.split.is_some()) {
+    // Any split in the manifest means the manifest defines them: a row without one is an
+    // error there, not a reason to ignore the column.
+    if dataset.samples.iter().any(|s| s.split.is_some()) {
         return Ok((
             "the manifest's split column".into(),
             Assignment::from_manifest(dataset)?,

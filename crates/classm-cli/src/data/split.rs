@@ -50,7 +50,11 @@ pub fn run(a: SplitArgs) -> Result<Status> {
             spec.parts.len()
         );
     }
-    let assignment = split(&dataset, &spec, a.seed)?;
+    let assignment = match split(&dataset, &spec, a.seed) {
+        // Shares that do not fit the dataset are a problem with the command line.
+        Err(classm_data::DataError::Config(m)) => crate::usage!("--splits: {m}"),
+        other => other?,
+    };
     let provenance = format!(
         "classm {} · dataset {} · splits {spec} · seed {}",
         env!("CARGO_PKG_VERSION"),

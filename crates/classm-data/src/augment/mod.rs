@@ -23,7 +23,8 @@ pub enum Views {
     /// Hematoxylin and eosin from stain separation (CLASS-M).
     #[default]
     Stains,
-    /// Red and green channels, `v / 255` (the paper's RGB-view comparison).
+    /// Red and green channels, `v / 255`: an RGB channel pair in place of the stains, the
+    /// alternative views CLASS-M's stain views are compared against.
     RedGreen,
     /// Red and blue channels.
     RedBlue,
@@ -50,6 +51,12 @@ pub struct AugmentConfig {
     pub flips: bool,
     /// The two channels.
     pub views: Views,
+}
+
+impl Default for AugmentConfig {
+    fn default() -> Self {
+        Self::paper()
+    }
 }
 
 impl AugmentConfig {

@@ -67,6 +67,12 @@ fn a_sample_is_the_same_whichever_batch_carries_it() {
         .unwrap();
     let s2 = 136 * 136;
     assert_eq!(&whole.h[s2..2 * s2], &part.h[..]);
+
+    // Recycled buffers (of another size, holding other values) change nothing.
+    let fresh = src.load(&request(vec![1, 2], 2)).unwrap();
+    src.recycle(whole);
+    src.recycle(part);
+    assert_eq!(src.load(&request(vec![1, 2], 2)).unwrap(), fresh);
 }
 
 #[test]
@@ -169,7 +175,9 @@ fn channel_statistics_are_deterministic_and_plausible() {
 #[test]
 fn fixed_and_per_image_stain_modes_are_the_ablations() {
     let d = Arc::new(mini());
-    let p = Arc::new(Pipeline::new(AugmentConfig::scaled(224, false), Normalization::identity()).unwrap());
+    let p = Arc::new(
+        Pipeline::new(AugmentConfig::scaled(224, false), Normalization::identity()).unwrap(),
+    );
     let eval = |lookup: StainLookup| {
         Source::new(d.clone(), Arc::new(lookup), p.clone(), 0)
             .unwrap()
@@ -191,6 +199,12 @@ fn fixed_and_per_image_stain_modes_are_the_ablations() {
     // A group without a matrix is refused up front, not at batch time.
     let mut other = mini();
     other.samples[0].group = "nowhere".into();
-    let err = Source::new(Arc::new(other), Arc::new(StainLookup::per_group(&stains)), p.clone(), 0).unwrap_err();
+    let err = Source::new(
+        Arc::new(other),
+        Arc::new(StainLookup::per_group(&stains)),
+        p.clone(),
+        0,
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("nowhere"));
 }

@@ -59,7 +59,7 @@ fn fixture_split_is_group_aware_deterministic_and_round_trips() {
     let file = dir.path().join("splits/split.tsv");
     a.write(&file, &d, "seed=7").unwrap();
     let back = Assignment::read(&file, &d).unwrap();
-    assert_eq!(back.of_sample.len(), a.of_sample.len());
+    assert_eq!(back, a, "names keep their order, samples their split");
     for i in 0..d.samples.len() {
         assert_eq!(back.names[back.of_sample[i]], a.names[a.of_sample[i]]);
     }
@@ -98,6 +98,23 @@ fn fixture_split_is_group_aware_deterministic_and_round_trips() {
             .to_string()
             .contains("is in splits")
     );
+}
+
+#[test]
+fn a_split_narrows_to_the_readable_samples() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut d = mini();
+    let gone = dir.path().join("gone.png");
+    d.samples[3].path = gone;
+    let a = split(&d, &"train=50%,validation=rest".parse().unwrap(), 1).unwrap();
+    let report = classm_data::scan(&d, classm_data::OnError::SkipAndReport, &|| {}).unwrap();
+    assert_eq!(report.failures.len(), 1);
+    let readable = report.readable(&d);
+    let narrowed = report.readable_assignment(&a);
+    assert_eq!(narrowed.of_sample.len(), readable.samples.len());
+    let mut kept = a.of_sample.clone();
+    kept.remove(3);
+    assert_eq!(narrowed.of_sample, kept);
 }
 
 #[test]
