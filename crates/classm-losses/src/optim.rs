@@ -1,0 +1,244 @@
+//! RMSprop and AdamW with PyTorch's update order and constants, on candle `Var`s.
+//!
+//! Updates run outside the autograd graph (`Var::set`); state tensors live beside the
+//! parameters. Parameters without a gradient (BatchNorm running statistics) are skipped, as in
+//! torch.
+
+use candle_core::backprop::GradStore;
+use candle_core::{Tensor, Var};
+
+use crate::error::{LossError, Result};
+
+/// Settings of [`RmsProp`] (torch defaults except where CLASS-M sets them).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RmsPropParams {
+    /// Learning rate (CLASS-M: 1e-4).
+    pub lr: f64,
+    /// Smoothing of the squared-gradient average (0.99).
+    pub alpha: f64,
+    /// Added to the root mean square (1e-8).
+    pub eps: f64,
+    /// Coupled L2 weight decay added to the gradient (CLASS-M: 1e-8).
+    pub weight_decay: f64,
+    /// Momentum (CLASS-M: 0.9).
+    pub momentum: f64,
+}
+
+impl RmsPropParams {
+    /// CLASS-M's settings (classm-method.md §6.1).
+    pub fn classm() -> Self {
+        RmsPropParams {
+            lr: 1e-4,
+            alpha: 0.99,
+            eps: 1e-8,
+            weight_decay: 1e-8,
+            momentum: 0.9,
+        }
+    }
+}
+
+/// Settings of [`AdamW`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AdamWParams {
+    /// Learning rate.
+    pub lr: f64,
+    /// First-moment decay.
+    pub beta1: f64,
+    /// Second-moment decay.
+    pub beta2: f64,
+    /// Added to the denominator.
+    pub eps: f64,
+    /// Decoupled weight decay (torch's default 0.01; 0 gives Adam).
+    pub weight_decay: f64,
+}
+
+impl Default for AdamWParams {
+    fn default() -> Self {
+        AdamWParams {
+            lr: 1e-3,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.01,
+        }
+    }
+}
+
+/// An optimiser over a fixed list of parameters.
+pub trait Optimizer {
+    /// One update from explicit gradients, one per parameter (`None`: no gradient, skipped).
+    fn step_with(&mut self, grads: &[Option<Tensor>]) -> Result<()>;
+    /// The parameters, in order.
+    fn vars(&self) -> &[Var];
+    /// The learning rate.
+    fn learning_rate(&self) -> f64;
+    /// Sets the learning rate (schedules).
+    fn set_learning_rate(&mut self, lr: f64);
+
+    /// One update from a backward pass.
+    fn step(&mut self, grads: &GradStore) -> Result<()> {
+        let g: Vec<Option<Tensor>> = self.vars().iter().map(|v| grads.get(v).cloned()).collect();
+        self.step_with(&g)
+    }
+
+    /// `loss.backward()` then [`Optimizer::step`].
+    fn backward_step(&mut self, loss: &Tensor) -> Result<()> {
+        let grads = loss.backward()?;
+        self.step(&grads)
+    }
+}
+
+fn check_len(vars: &[Var], grads: &[Option<Tensor>]) -> Result<()> {
+    if vars.len() != grads.len() {
+        return Err(LossError::invalid(format!(
+            "{} gradients for {} parameters",
+            grads.len(),
+            vars.len()
+        )));
+    }
+    Ok(())
+}
+
+fn zeros_like_all(vars: &[Var]) -> Result<Vec<Tensor>> {
+    Ok(vars
+        .iter()
+        .map(|v| v.as_tensor().zeros_like())
+        .collect::<candle_core::Result<_>>()?)
+}
+
+/// torch's `RMSprop` (not centred).
+#[derive(Debug)]
+pub struct RmsProp {
+    vars: Vec<Var>,
+    p: RmsPropParams,
+    square_avg: Vec<Tensor>,
+    momentum_buf: Vec<Tensor>,
+}
+
+impl RmsProp {
+    /// An optimiser over `vars` (leave BatchNorm running statistics out).
+    pub fn new(vars: Vec<Var>, p: RmsPropParams) -> Result<Self> {
+        if !(p.lr >= 0.0 && p.eps > 0.0 && (0.0..=1.0).contains(&p.alpha) && p.momentum >= 0.0) {
+            return Err(LossError::invalid(format!(
+                "invalid RMSprop settings {p:?}"
+            )));
+        }
+        let square_avg = zeros_like_all(&vars)?;
+        let momentum_buf = zeros_like_all(&vars)?;
+        Ok(RmsProp {
+            vars,
+            p,
+            square_avg,
+            momentum_buf,
+        })
+    }
+}
+
+impl Optimizer for RmsProp {
+    fn step_with(&mut self, grads: &[Option<Tensor>]) -> Result<()> {
+        check_len(&self.vars, grads)?;
+        let p = self.p;
+        for (i, (var, g)) in self.vars.iter().zip(grads).enumerate() {
+            let Some(g) = g else { continue };
+            let w = var.as_tensor().detach();
+            let g = if p.weight_decay != 0.0 {
+                (g + (&w * p.weight_decay)?)?
+            } else {
+                g.clone()
+            };
+            let sq = ((&self.square_avg[i] * p.alpha)? + (g.sqr()? * (1.0 - p.alpha))?)?;
+            let avg = (sq.sqrt()? + p.eps)?;
+            let next = if p.momentum > 0.0 {
+                let buf = ((&self.momentum_buf[i] * p.momentum)? + g.div(&avg)?)?;
+                let next = (&w - (&buf * p.lr)?)?;
+                self.momentum_buf[i] = buf;
+                next
+            } else {
+                (&w - (g.div(&avg)? * p.lr)?)?
+            };
+            self.square_avg[i] = sq;
+            var.set(&next)?;
+        }
+        Ok(())
+    }
+
+    fn vars(&self) -> &[Var] {
+        &self.vars
+    }
+
+    fn learning_rate(&self) -> f64 {
+        self.p.lr
+    }
+
+    fn set_learning_rate(&mut self, lr: f64) {
+        self.p.lr = lr;
+    }
+}
+
+/// torch's `AdamW`.
+#[derive(Debug)]
+pub struct AdamW {
+    vars: Vec<Var>,
+    p: AdamWParams,
+    step: u64,
+    exp_avg: Vec<Tensor>,
+    exp_avg_sq: Vec<Tensor>,
+}
+
+impl AdamW {
+    /// An optimiser over `vars` (leave BatchNorm running statistics out).
+    pub fn new(vars: Vec<Var>, p: AdamWParams) -> Result<Self> {
+        if !(p.lr >= 0.0
+            && p.eps > 0.0
+            && (0.0..1.0).contains(&p.beta1)
+            && (0.0..1.0).contains(&p.beta2))
+        {
+            return Err(LossError::invalid(format!("invalid AdamW settings {p:?}")));
+        }
+        let exp_avg = zeros_like_all(&vars)?;
+        let exp_avg_sq = zeros_like_all(&vars)?;
+        Ok(AdamW {
+            vars,
+            p,
+            step: 0,
+            exp_avg,
+            exp_avg_sq,
+        })
+    }
+}
+
+impl Optimizer for AdamW {
+    fn step_with(&mut self, grads: &[Option<Tensor>]) -> Result<()> {
+        check_len(&self.vars, grads)?;
+        let p = self.p;
+        self.step += 1;
+        let bc1 = 1.0 - p.beta1.powi(self.step as i32);
+        let bc2_sqrt = (1.0 - p.beta2.powi(self.step as i32)).sqrt();
+        let step_size = p.lr / bc1;
+        for (i, (var, g)) in self.vars.iter().zip(grads).enumerate() {
+            let Some(g) = g else { continue };
+            let w = (var.as_tensor().detach() * (1.0 - p.lr * p.weight_decay))?;
+            // torch: exp_avg.lerp_(grad, 1 − β1)
+            let m = (&self.exp_avg[i] + ((g - &self.exp_avg[i])? * (1.0 - p.beta1))?)?;
+            let v = ((&self.exp_avg_sq[i] * p.beta2)? + (g.sqr()? * (1.0 - p.beta2))?)?;
+            let denom = ((v.sqrt()? / bc2_sqrt)? + p.eps)?;
+            let next = (&w - (m.div(&denom)? * step_size)?)?;
+            self.exp_avg[i] = m;
+            self.exp_avg_sq[i] = v;
+            var.set(&next)?;
+        }
+        Ok(())
+    }
+
+    fn vars(&self) -> &[Var] {
+        &self.vars
+    }
+
+    fn learning_rate(&self) -> f64 {
+        self.p.lr
+    }
+
+    fn set_learning_rate(&mut self, lr: f64) {
+        self.p.lr = lr;
+    }
+}
