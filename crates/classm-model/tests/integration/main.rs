@@ -1,0 +1,6 @@
+//! classm-model against PyTorch: `tests/fixtures/golden.safetensors` was written by
+//! `tests/fixtures/make_golden.py` (torch 2.15).
+#![allow(clippy::unwrap_used)] // a failing unwrap in a test is a failing test
+
+mod golden;
+mod pool;
