@@ -6,10 +6,16 @@
 
 mod classm;
 mod error;
+mod model_dir;
 mod pool;
+mod pretrained;
 mod resnet;
 
 pub use classm::{ClassmConfig, ClassmNet, ClassmOutput};
 pub use error::{ModelError, Result};
+pub use model_dir::{
+    CONFIG_FILE, MODEL_FORMAT, ModelConfig, WEIGHTS_FILE, load_model_dir, save_model_dir,
+};
 pub use pool::{global_avg_pool, max_pool_3x3_s2};
+pub use pretrained::{LoadReport, load_resnet, read_safetensors};
 pub use resnet::{ResNet, ResNetConfig};
