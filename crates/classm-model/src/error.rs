@@ -28,6 +28,18 @@ pub enum ModelError {
         /// What is wrong.
         reason: String,
     },
+    /// Weights could not be fetched from the Hugging Face Hub.
+    #[error("Hugging Face Hub, {repo}/{file}: {problem}: {detail}")]
+    Hub {
+        /// Repository id.
+        repo: String,
+        /// File in the repository.
+        file: String,
+        /// What went wrong.
+        problem: HubProblem,
+        /// The details.
+        detail: String,
+    },
     /// A checkpoint lacks a tensor the model needs.
     #[error("checkpoint has no tensor `{name}`")]
     MissingTensor {
@@ -44,4 +56,31 @@ pub enum ModelError {
         /// The checkpoint's shape.
         found: Vec<usize>,
     },
+}
+
+/// Why a Hub download failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HubProblem {
+    /// No such repository (or a private one without access).
+    RepoNotFound,
+    /// The repository has no such file (at that revision).
+    FileNotFound,
+    /// A gated repository: accept its terms on the Hub and pass a token (HF_TOKEN).
+    Gated,
+    /// Offline mode (HF_HUB_OFFLINE) and the file is not in the cache.
+    NotCached,
+    /// The Hub could not be reached, or answered something unexpected.
+    Network,
+}
+
+impl std::fmt::Display for HubProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            HubProblem::RepoNotFound => "repository not found",
+            HubProblem::FileNotFound => "file not found",
+            HubProblem::Gated => "gated repository (access not granted to this token)",
+            HubProblem::NotCached => "offline and not in the cache",
+            HubProblem::Network => "download failed",
+        })
+    }
 }

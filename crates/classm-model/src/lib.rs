@@ -6,13 +6,17 @@
 
 mod classm;
 mod error;
+#[cfg(feature = "hub")]
+mod hub;
 mod model_dir;
 mod pool;
 mod pretrained;
 mod resnet;
 
 pub use classm::{ClassmConfig, ClassmNet, ClassmOutput};
-pub use error::{ModelError, Result};
+pub use error::{HubProblem, ModelError, Result};
+#[cfg(feature = "hub")]
+pub use hub::HubWeights;
 pub use model_dir::{
     CONFIG_FILE, MODEL_FORMAT, ModelConfig, WEIGHTS_FILE, load_model_dir, save_model_dir,
 };

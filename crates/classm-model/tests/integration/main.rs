@@ -3,5 +3,7 @@
 #![allow(clippy::unwrap_used)] // a failing unwrap in a test is a failing test
 
 mod golden;
+#[cfg(feature = "hub")]
+mod hub;
 mod pool;
 mod weights;
