@@ -5,6 +5,7 @@
 //! - `bench stain`: speed and memory benchmark of `classm-stain`, with the Python reference
 //!   libraries side by side when their virtual environment exists.
 //! - `bench data`: classm-data's training pipeline against PIL + torchvision.
+//! - `bench model`: the dual ResNet's forward and train step against PyTorch.
 //! - `bench-setup-python`, `bench-setup-torch`: create the Python environments.
 
 mod bench;
@@ -48,6 +49,8 @@ enum BenchCmd {
     Stain(bench::stain::StainArgs),
     /// classm-data training pipeline (patches/s) against PIL + torchvision.
     Data(bench::data::DataArgs),
+    /// classm-model dual ResNet forward and train step (img/s) against PyTorch.
+    Model(bench::model::ModelArgs),
 }
 
 fn main() -> ExitCode {
@@ -59,6 +62,9 @@ fn main() -> ExitCode {
         Cmd::Bench {
             which: BenchCmd::Data(args),
         } => bench::data::run(&args),
+        Cmd::Bench {
+            which: BenchCmd::Model(args),
+        } => bench::model::run(&args),
         Cmd::BenchSetupPython(args) => bench::python::setup(&args),
         Cmd::BenchSetupTorch(args) => bench::python::setup_torch(&args),
         Cmd::BenchWorker(args) => bench::stain::worker(&args),

@@ -5,7 +5,8 @@
 //! torch.
 
 use candle_core::backprop::GradStore;
-use candle_core::{Tensor, Var};
+use candle_core::{DType, Tensor, Var};
+use rayon::prelude::*;
 
 use crate::error::{LossError, Result};
 
@@ -107,17 +108,55 @@ fn zeros_like_all(vars: &[Var]) -> Result<Vec<Tensor>> {
 }
 
 /// torch's `RMSprop` (not centred).
+///
+/// On the CPU the update runs as one fused loop per parameter over its values (in parallel
+/// over chunks; elementwise, so the thread count does not change the result) instead of a
+/// dozen allocating tensor ops: on the CPU presets the op-by-op update was a third of a
+/// training step. Elsewhere it runs as tensor ops.
 #[derive(Debug)]
 pub struct RmsProp {
     vars: Vec<Var>,
     p: RmsPropParams,
     square_avg: Vec<Tensor>,
     momentum_buf: Vec<Tensor>,
+    /// The CPU state: squared-gradient averages and momentum buffers as plain values.
+    flat: Option<(FlatState, FlatState)>,
 }
+
+/// One buffer of values per parameter.
+type FlatState = Vec<Vec<f32>>;
 
 impl RmsProp {
     /// An optimiser over `vars` (leave BatchNorm running statistics out).
     pub fn new(vars: Vec<Var>, p: RmsPropParams) -> Result<Self> {
+        if !(p.lr >= 0.0 && p.eps > 0.0 && (0.0..=1.0).contains(&p.alpha) && p.momentum >= 0.0) {
+            return Err(LossError::invalid(format!(
+                "invalid RMSprop settings {p:?}"
+            )));
+        }
+        let cpu = vars
+            .iter()
+            .all(|v| v.as_tensor().device().is_cpu() && v.as_tensor().dtype() == DType::F32);
+        if cpu {
+            let zeros = || {
+                vars.iter()
+                    .map(|v| vec![0f32; v.as_tensor().elem_count()])
+                    .collect()
+            };
+            let flat = Some((zeros(), zeros()));
+            return Ok(RmsProp {
+                vars,
+                p,
+                square_avg: Vec::new(),
+                momentum_buf: Vec::new(),
+                flat,
+            });
+        }
+        Self::with_tensor_ops(vars, p)
+    }
+
+    /// The update as candle tensor ops on any device (what [`RmsProp::new`] picks off the CPU).
+    pub fn with_tensor_ops(vars: Vec<Var>, p: RmsPropParams) -> Result<Self> {
         if !(p.lr >= 0.0 && p.eps > 0.0 && (0.0..=1.0).contains(&p.alpha) && p.momentum >= 0.0) {
             return Err(LossError::invalid(format!(
                 "invalid RMSprop settings {p:?}"
@@ -130,13 +169,65 @@ impl RmsProp {
             p,
             square_avg,
             momentum_buf,
+            flat: None,
         })
+    }
+
+    fn step_cpu(&mut self, grads: &[Option<Tensor>]) -> Result<()> {
+        let p = self.p;
+        let Some((sq_all, buf_all)) = self.flat.as_mut() else {
+            return Ok(());
+        };
+        let (alpha, lr, wd, eps, mom) = (
+            p.alpha as f32,
+            p.lr as f32,
+            p.weight_decay as f32,
+            p.eps as f32,
+            p.momentum as f32,
+        );
+        for (i, (var, g)) in self.vars.iter().zip(grads).enumerate() {
+            let Some(g) = g else { continue };
+            let t = var.as_tensor();
+            let mut w = t.flatten_all()?.to_vec1::<f32>()?;
+            let g = g.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+            if g.len() != w.len() {
+                return Err(LossError::invalid(
+                    "a gradient's size differs from its parameter's",
+                ));
+            }
+            let (sq, buf) = (&mut sq_all[i], &mut buf_all[i]);
+            const CHUNK: usize = 1 << 14;
+            w.par_chunks_mut(CHUNK)
+                .zip(g.par_chunks(CHUNK))
+                .zip(sq.par_chunks_mut(CHUNK))
+                .zip(buf.par_chunks_mut(CHUNK))
+                .for_each(|(((w, g), sq), buf)| {
+                    for j in 0..w.len() {
+                        // torch: grad += wd·p; sq = α·sq + (1 − α)·grad²; avg = √sq + ε;
+                        // buf = μ·buf + grad / avg; p −= lr·buf.
+                        let gj = if wd != 0.0 { g[j] + wd * w[j] } else { g[j] };
+                        sq[j] = sq[j] * alpha + (1.0 - alpha) * gj * gj;
+                        let avg = sq[j].sqrt() + eps;
+                        if mom > 0.0 {
+                            buf[j] = buf[j] * mom + gj / avg;
+                            w[j] -= lr * buf[j];
+                        } else {
+                            w[j] -= lr * gj / avg;
+                        }
+                    }
+                });
+            var.set(&Tensor::from_vec(w, t.shape(), t.device())?)?;
+        }
+        Ok(())
     }
 }
 
 impl Optimizer for RmsProp {
     fn step_with(&mut self, grads: &[Option<Tensor>]) -> Result<()> {
         check_len(&self.vars, grads)?;
+        if self.flat.is_some() {
+            return self.step_cpu(grads);
+        }
         let p = self.p;
         for (i, (var, g)) in self.vars.iter().zip(grads).enumerate() {
             let Some(g) = g else { continue };

@@ -8,6 +8,7 @@ pub mod data;
 pub mod input;
 pub mod machine;
 pub mod mem;
+pub mod model;
 pub mod python;
 pub mod report;
 pub mod stain;

@@ -127,16 +127,21 @@ fn run_optimizer(dev: &Device, prefix: &str, make: impl Fn(Var) -> Box<dyn Optim
     }
 }
 
+const RMS: RmsPropParams = RmsPropParams {
+    lr: 1e-2,
+    alpha: 0.99,
+    eps: 1e-8,
+    weight_decay: 1e-3,
+    momentum: 0.9,
+};
+
 device_test!(rmsprop_steps_match_torch, |dev: &Device| {
+    // The fused CPU loop (or tensor ops on a GPU), and tensor ops everywhere.
     run_optimizer(dev, "rmsprop", |w| {
-        let p = RmsPropParams {
-            lr: 1e-2,
-            alpha: 0.99,
-            eps: 1e-8,
-            weight_decay: 1e-3,
-            momentum: 0.9,
-        };
-        Box::new(RmsProp::new(vec![w], p).unwrap())
+        Box::new(RmsProp::new(vec![w], RMS).unwrap())
+    });
+    run_optimizer(dev, "rmsprop", |w| {
+        Box::new(RmsProp::with_tensor_ops(vec![w], RMS).unwrap())
     });
 });
 

@@ -1,0 +1,211 @@
+//! `cargo xtask bench model`: forward and training-step throughput of the CLASS-M dual ResNet
+//! in candle against the same network in PyTorch (`xtask/python/bench_model.py`), same batch,
+//! same thread count, one run.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use candle_core::{D, DType, Device, Tensor};
+use candle_nn::{VarBuilder, VarMap};
+use clap::Args;
+use classm_losses::{
+    Optimizer, Reduction, RmsProp, RmsPropParams, soft_cross_entropy, triplet_roll,
+};
+use classm_model::{ClassmConfig, ClassmNet, ResNetConfig};
+use serde::Serialize;
+
+use super::machine;
+use crate::paths;
+
+/// Options of `bench model`.
+#[derive(Debug, Args)]
+pub struct ModelArgs {
+    /// Also the paper's size (256 px, width 64): minutes per configuration on a small CPU.
+    #[arg(long)]
+    pub paper: bool,
+    /// Images per batch.
+    #[arg(long, default_value_t = 16)]
+    pub batch: usize,
+    /// Timed repetitions per measurement (best is reported).
+    #[arg(long, default_value_t = 3)]
+    pub steps: usize,
+    /// Skip PyTorch.
+    #[arg(long)]
+    pub no_python: bool,
+}
+
+#[derive(Debug, Clone, Copy, Serialize)]
+struct Config {
+    size: usize,
+    width: usize,
+    threads: usize,
+}
+
+#[derive(Debug, Serialize)]
+struct Row {
+    config: Config,
+    candle_forward_img_s: f64,
+    candle_train_img_s: f64,
+    torch_forward_img_s: Option<f64>,
+    torch_train_img_s: Option<f64>,
+}
+
+fn best(n: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
+    f()?; // warm-up
+    let mut best = f64::INFINITY;
+    for _ in 0..n {
+        let t = Instant::now();
+        f()?;
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    Ok(best)
+}
+
+fn time_candle(c: Config, batch: usize, steps: usize) -> Result<(f64, f64)> {
+    let dev = Device::Cpu;
+    let map = VarMap::new();
+    let cfg = ClassmConfig {
+        encoder: ResNetConfig {
+            depth: 18,
+            width: c.width,
+            in_channels: 1,
+        },
+        classes: 3,
+    };
+    let net = ClassmNet::new(cfg, VarBuilder::from_varmap(&map, DType::F32, &dev))?;
+    let params: Vec<_> = {
+        let data = map.data().lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
+        data.iter()
+            .filter(|(k, _)| !k.contains("running_"))
+            .map(|(_, v)| v.clone())
+            .collect()
+    };
+    let mut opt = RmsProp::new(params, RmsPropParams::classm())?;
+    let xh = Tensor::rand(0f32, 1f32, (batch, 1, c.size, c.size), &dev)?;
+    let xe = Tensor::rand(0f32, 1f32, (batch, 1, c.size, c.size), &dev)?;
+    let t = candle_nn::ops::softmax(&Tensor::randn(0f32, 1f32, (batch, 3), &dev)?, D::Minus1)?;
+    let fwd = best(steps, || {
+        let out = net.forward_t(&xh.detach(), &xe.detach(), false)?;
+        out.logits.detach().sum_all()?.to_scalar::<f32>()?;
+        Ok(())
+    })?;
+    let step = best(steps, || {
+        let out = net.forward_t(&xh, &xe, true)?;
+        let loss = (soft_cross_entropy(&out.logits, &t)?
+            + (triplet_roll(&out.z_h, &out.z_e, 37.0, Reduction::Sum)? * 1e-3)?)?;
+        opt.backward_step(&loss)?;
+        Ok(())
+    })?;
+    Ok((batch as f64 / fwd, batch as f64 / step))
+}
+
+fn time_torch(c: Config, batch: usize, steps: usize) -> Result<(f64, f64)> {
+    let py = std::env::var_os(super::data::PYTHON_ENV)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| paths::repo_root().join("target/torch-venv/bin/python"));
+    let out = Command::new(&py)
+        .arg(paths::repo_root().join("xtask/python/bench_model.py"))
+        .args([
+            "--size",
+            &c.size.to_string(),
+            "--width",
+            &c.width.to_string(),
+        ])
+        .args([
+            "--batch",
+            &batch.to_string(),
+            "--threads",
+            &c.threads.to_string(),
+        ])
+        .args(["--steps", &steps.to_string()])
+        .output()
+        .with_context(|| format!("starting {}", py.display()))?;
+    if !out.status.success() {
+        bail!(
+            "bench_model.py: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let v: serde_json::Value = serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim())?;
+    let get = |k: &str| v[k].as_f64().with_context(|| format!("no {k}"));
+    Ok((get("forward_img_s")?, get("train_img_s")?))
+}
+
+/// `bench model`.
+pub fn run(a: &ModelArgs) -> Result<()> {
+    let mut configs = Vec::new();
+    for threads in [1usize, 2] {
+        for (size, width) in [(64, 32), (64, 64), (96, 64)] {
+            configs.push(Config {
+                size,
+                width,
+                threads,
+            });
+        }
+        if a.paper {
+            configs.push(Config {
+                size: 256,
+                width: 64,
+                threads,
+            });
+        }
+    }
+    let mut rows = Vec::new();
+    for c in configs {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(c.threads)
+            .build()?;
+        let (f, t) = pool.install(|| time_candle(c, a.batch, a.steps))?;
+        let torch = if a.no_python {
+            None
+        } else {
+            time_torch(c, a.batch, a.steps).ok()
+        };
+        eprintln!(
+            "{} px, width {}, {} thread(s): candle {f:.1} / {t:.2} img/s, torch {}",
+            c.size,
+            c.width,
+            c.threads,
+            torch.map_or("—".into(), |(f, t)| format!("{f:.1} / {t:.2} img/s"))
+        );
+        rows.push(Row {
+            config: c,
+            candle_forward_img_s: f,
+            candle_train_img_s: t,
+            torch_forward_img_s: torch.map(|x| x.0),
+            torch_train_img_s: torch.map(|x| x.1),
+        });
+    }
+    let m = machine::probe();
+    let mut md = format!(
+        "### CLASS-M dual ResNet18: candle vs PyTorch\n\n{}, {} CPUs, {}, commit {}, {}; batch {}, best of {} after a warm-up.\n\
+         Forward: eval mode. Train step: train-mode forward, soft CE + triplet, backward, RMSprop. One image = one H+E pair.\n\n\
+         | input | width | threads | candle fwd img/s | PyTorch fwd | ratio | candle train img/s | PyTorch train | ratio |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        m.cpu_model, m.nproc, m.rustc, m.commit, m.date_utc, a.batch, a.steps
+    );
+    for r in &rows {
+        let ratio = |x: f64, y: Option<f64>| y.map_or("—".into(), |y| format!("{:.2}×", x / y));
+        let opt = |y: Option<f64>| y.map_or("—".into(), |y| format!("{y:.2}"));
+        md.push_str(&format!(
+            "| {0}×{0} | {1} | {2} | {3:.2} | {4} | {5} | {6:.2} | {7} | {8} |\n",
+            r.config.size,
+            r.config.width,
+            r.config.threads,
+            r.candle_forward_img_s,
+            opt(r.torch_forward_img_s),
+            ratio(r.candle_forward_img_s, r.torch_forward_img_s),
+            r.candle_train_img_s,
+            opt(r.torch_train_img_s),
+            ratio(r.candle_train_img_s, r.torch_train_img_s),
+        ));
+    }
+    let out = paths::repo_root().join("target/bench");
+    std::fs::create_dir_all(&out)?;
+    std::fs::write(out.join("model.md"), &md)?;
+    std::fs::write(out.join("model.json"), serde_json::to_string_pretty(&rows)?)?;
+    println!("{md}");
+    Ok(())
+}
