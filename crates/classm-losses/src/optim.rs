@@ -75,6 +75,11 @@ pub trait Optimizer {
     fn learning_rate(&self) -> f64;
     /// Sets the learning rate (schedules).
     fn set_learning_rate(&mut self, lr: f64);
+    /// The optimiser's state as named tensors (`<kind>.<index>` per parameter, in order), for
+    /// checkpoints: a resumed run continues exactly where the interrupted one stopped.
+    fn state(&self) -> Result<Vec<(String, Tensor)>>;
+    /// Restores [`Optimizer::state`] (same parameters, same order, same shapes).
+    fn load_state(&mut self, state: &std::collections::HashMap<String, Tensor>) -> Result<()>;
 
     /// One update from a backward pass.
     fn step(&mut self, grads: &GradStore) -> Result<()> {
@@ -87,6 +92,25 @@ pub trait Optimizer {
         let grads = loss.backward()?;
         self.step(&grads)
     }
+}
+
+/// `state[name]` with the shape of `like`.
+fn restore(
+    state: &std::collections::HashMap<String, Tensor>,
+    name: &str,
+    like: &Tensor,
+) -> Result<Tensor> {
+    let t = state
+        .get(name)
+        .ok_or_else(|| LossError::invalid(format!("optimiser state has no `{name}`")))?;
+    if t.dims() != like.dims() {
+        return Err(LossError::invalid(format!(
+            "optimiser state `{name}` has shape {:?}, the parameter {:?}",
+            t.dims(),
+            like.dims()
+        )));
+    }
+    Ok(t.to_dtype(like.dtype())?.to_device(like.device())?)
 }
 
 fn check_len(vars: &[Var], grads: &[Option<Tensor>]) -> Result<()> {
@@ -264,6 +288,42 @@ impl Optimizer for RmsProp {
     fn set_learning_rate(&mut self, lr: f64) {
         self.p.lr = lr;
     }
+
+    fn state(&self) -> Result<Vec<(String, Tensor)>> {
+        let mut out = Vec::with_capacity(2 * self.vars.len());
+        for (i, v) in self.vars.iter().enumerate() {
+            let t = v.as_tensor();
+            let (sq, buf) = match &self.flat {
+                Some((sq, buf)) => (
+                    Tensor::from_slice(&sq[i], t.shape(), t.device())?,
+                    Tensor::from_slice(&buf[i], t.shape(), t.device())?,
+                ),
+                None => (self.square_avg[i].clone(), self.momentum_buf[i].clone()),
+            };
+            out.push((format!("square_avg.{i}"), sq));
+            out.push((format!("momentum_buffer.{i}"), buf));
+        }
+        Ok(out)
+    }
+
+    fn load_state(&mut self, state: &std::collections::HashMap<String, Tensor>) -> Result<()> {
+        for (i, v) in self.vars.iter().enumerate() {
+            let t = v.as_tensor();
+            let sq = restore(state, &format!("square_avg.{i}"), t)?;
+            let buf = restore(state, &format!("momentum_buffer.{i}"), t)?;
+            match &mut self.flat {
+                Some((fs, fb)) => {
+                    fs[i] = sq.flatten_all()?.to_vec1::<f32>()?;
+                    fb[i] = buf.flatten_all()?.to_vec1::<f32>()?;
+                }
+                None => {
+                    self.square_avg[i] = sq;
+                    self.momentum_buf[i] = buf;
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// torch's `AdamW`.
@@ -331,5 +391,36 @@ impl Optimizer for AdamW {
 
     fn set_learning_rate(&mut self, lr: f64) {
         self.p.lr = lr;
+    }
+
+    fn state(&self) -> Result<Vec<(String, Tensor)>> {
+        let dev = self.vars.first().map(|v| v.as_tensor().device().clone());
+        let mut out = Vec::with_capacity(2 * self.vars.len() + 1);
+        if let Some(dev) = dev {
+            out.push(("step".to_string(), Tensor::new(&[self.step as f64], &dev)?));
+        }
+        for i in 0..self.vars.len() {
+            out.push((format!("exp_avg.{i}"), self.exp_avg[i].clone()));
+            out.push((format!("exp_avg_sq.{i}"), self.exp_avg_sq[i].clone()));
+        }
+        Ok(out)
+    }
+
+    fn load_state(&mut self, state: &std::collections::HashMap<String, Tensor>) -> Result<()> {
+        if self.vars.is_empty() {
+            return Ok(());
+        }
+        let step = state
+            .get("step")
+            .ok_or_else(|| LossError::invalid("optimiser state has no `step`"))?
+            .to_dtype(DType::F64)?
+            .flatten_all()?
+            .to_vec1::<f64>()?;
+        self.step = step.first().copied().unwrap_or(0.0) as u64;
+        for (i, v) in self.vars.iter().enumerate() {
+            self.exp_avg[i] = restore(state, &format!("exp_avg.{i}"), v.as_tensor())?;
+            self.exp_avg_sq[i] = restore(state, &format!("exp_avg_sq.{i}"), v.as_tensor())?;
+        }
+        Ok(())
     }
 }

@@ -145,6 +145,59 @@ device_test!(rmsprop_steps_match_torch, |dev: &Device| {
     });
 });
 
+/// Two steps, a checkpoint of the weights and optimiser state, a fresh optimiser that loads
+/// it, three more steps: the same weights as five uninterrupted torch steps.
+fn resume_optimizer(dev: &Device, prefix: &str, make: impl Fn(Var) -> Box<dyn Optimizer>) {
+    let g = golden(dev);
+    let w = Var::from_tensor(&g["optim.w0"]).unwrap();
+    let mut opt = make(w.clone());
+    for k in 0..2 {
+        opt.step_with(&[Some(g[&format!("optim.grad{k}")].clone())])
+            .unwrap();
+    }
+    let state: std::collections::HashMap<String, Tensor> =
+        opt.state().unwrap().into_iter().collect();
+    let saved = w.as_tensor().copy().unwrap();
+    let w2 = Var::from_tensor(&saved).unwrap();
+    let mut resumed = make(w2.clone());
+    resumed.load_state(&state).unwrap();
+    for k in 2..5 {
+        resumed
+            .step_with(&[Some(g[&format!("optim.grad{k}")].clone())])
+            .unwrap();
+    }
+    assert_close(
+        w2.as_tensor(),
+        &g[&format!("{prefix}.w4")],
+        TOL,
+        &format!("{prefix} resumed"),
+    );
+    let mut wrong = make(Var::from_tensor(&g["optim.w0"]).unwrap());
+    let mut bad = state.clone();
+    bad.retain(|k, _| k != "step" && !k.ends_with(".0"));
+    assert!(
+        wrong.load_state(&bad).is_err(),
+        "a state without the parameter's entries is refused"
+    );
+}
+
+device_test!(optimizer_state_resumes_exactly, |dev: &Device| {
+    resume_optimizer(dev, "rmsprop", |w| {
+        Box::new(RmsProp::new(vec![w], RMS).unwrap())
+    });
+    resume_optimizer(dev, "rmsprop", |w| {
+        Box::new(RmsProp::with_tensor_ops(vec![w], RMS).unwrap())
+    });
+    let adamw = AdamWParams {
+        lr: 1e-2,
+        weight_decay: 0.05,
+        ..AdamWParams::default()
+    };
+    resume_optimizer(dev, "adamw", |w| {
+        Box::new(AdamW::new(vec![w], adamw).unwrap())
+    });
+});
+
 device_test!(adamw_steps_match_torch, |dev: &Device| {
     run_optimizer(dev, "adamw", |w| {
         let p = AdamWParams {
