@@ -14,8 +14,20 @@ fn golden(dev: &Device) -> HashMap<String, Tensor> {
 
 fn assert_close(a: &Tensor, b: &Tensor, tol: f64, what: &str) {
     assert_eq!(a.dims(), b.dims(), "{what}: shapes");
-    let a = a.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-    let b = b.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let a = a
+        .flatten_all()
+        .unwrap()
+        .to_device(&Device::Cpu)
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    let b = b
+        .flatten_all()
+        .unwrap()
+        .to_device(&Device::Cpu)
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
     let scale = b.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
     let err = a
         .iter()
@@ -59,52 +71,66 @@ const NARROW: ResNetConfig = ResNetConfig {
     in_channels: 1,
 };
 
-#[test]
-fn resnet_train_forward_backward_running_stats_and_eval_match_torch() {
-    let dev = Device::Cpu;
-    let g = golden(&dev);
-    let map = VarMap::new();
-    let net = ResNet::new(NARROW, VarBuilder::from_varmap(&map, DType::F32, &dev)).unwrap();
-    load(&map, &g, "init.", &["conv1.", "bn1.", "layer"]);
-
-    let x = Var::from_tensor(&g["x"]).unwrap();
-    let f = net.forward_t(x.as_tensor(), true).unwrap();
-    assert_close(&f, &g["train.features"], TOL, "train-mode features");
-    let loss = f
-        .matmul(&g["proj"].unsqueeze(1).unwrap())
-        .unwrap()
-        .sum_all()
-        .unwrap();
-    let grads = loss.backward().unwrap();
-    assert_close(grads.get(&x).unwrap(), &g["train.grad_x"], TOL, "d/dx");
-    let vars = map.data().lock().unwrap().clone();
-    for (name, key) in [
-        ("conv1.weight", "train.grad_conv1"),
-        (
-            "layer3.0.downsample.0.weight",
-            "train.grad_layer3.0.downsample.0",
-        ),
-        ("bn1.weight", "train.grad_bn1.weight"),
-    ] {
-        assert_close(grads.get(&vars[name]).unwrap(), &g[key], TOL, name);
-    }
-    for (name, var) in &vars {
-        if name.contains("running_") {
-            assert_close(
-                var.as_tensor(),
-                &g[&format!("after_train.{name}")],
-                TOL,
-                name,
-            );
+/// Runs `$body(&Device)` on the CPU and, in a `cuda` build, on GPU 0.
+macro_rules! device_test {
+    ($name:ident, $body:expr) => {
+        #[test]
+        fn $name() {
+            let run: fn(&Device) = $body;
+            run(&Device::Cpu);
+            #[cfg(feature = "cuda")]
+            run(&Device::new_cuda(0).expect("CUDA device 0"));
         }
-    }
-    let f = net.forward_t(&g["x"], false).unwrap();
-    assert_close(&f, &g["eval.features"], TOL, "eval-mode features");
+    };
 }
 
-#[test]
-fn classm_head_matches_torch_in_both_modes() {
-    let dev = Device::Cpu;
+device_test!(
+    resnet_train_forward_backward_running_stats_and_eval_match_torch,
+    |dev: &Device| {
+        let dev = dev.clone();
+        let g = golden(&dev);
+        let map = VarMap::new();
+        let net = ResNet::new(NARROW, VarBuilder::from_varmap(&map, DType::F32, &dev)).unwrap();
+        load(&map, &g, "init.", &["conv1.", "bn1.", "layer"]);
+
+        let x = Var::from_tensor(&g["x"]).unwrap();
+        let f = net.forward_t(x.as_tensor(), true).unwrap();
+        assert_close(&f, &g["train.features"], TOL, "train-mode features");
+        let loss = f
+            .matmul(&g["proj"].unsqueeze(1).unwrap())
+            .unwrap()
+            .sum_all()
+            .unwrap();
+        let grads = loss.backward().unwrap();
+        assert_close(grads.get(&x).unwrap(), &g["train.grad_x"], TOL, "d/dx");
+        let vars = map.data().lock().unwrap().clone();
+        for (name, key) in [
+            ("conv1.weight", "train.grad_conv1"),
+            (
+                "layer3.0.downsample.0.weight",
+                "train.grad_layer3.0.downsample.0",
+            ),
+            ("bn1.weight", "train.grad_bn1.weight"),
+        ] {
+            assert_close(grads.get(&vars[name]).unwrap(), &g[key], TOL, name);
+        }
+        for (name, var) in &vars {
+            if name.contains("running_") {
+                assert_close(
+                    var.as_tensor(),
+                    &g[&format!("after_train.{name}")],
+                    TOL,
+                    name,
+                );
+            }
+        }
+        let f = net.forward_t(&g["x"], false).unwrap();
+        assert_close(&f, &g["eval.features"], TOL, "eval-mode features");
+    }
+);
+
+device_test!(classm_head_matches_torch_in_both_modes, |dev: &Device| {
+    let dev = dev.clone();
     let g = golden(&dev);
     let map = VarMap::new();
     let cfg = ClassmConfig {
@@ -137,7 +163,7 @@ fn classm_head_matches_torch_in_both_modes() {
         .unwrap();
     assert_close(&out.logits, &g["classm.eval.logits"], TOL, "eval logits");
     assert_close(&out.z_h, &g["classm.eval.zh"], TOL, "eval z_h");
-}
+});
 
 #[test]
 fn invalid_configurations_are_errors() {
