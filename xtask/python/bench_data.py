@@ -56,6 +56,8 @@ import platform
 import sys
 import time
 
+from bench_stain import status_bytes  # same folder: the script's own directory is on sys.path
+
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
                "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")
 for _v in THREAD_VARS:  # before numpy / torch are imported (all imports of them are below)
@@ -80,17 +82,6 @@ def timed_steps(resize, center, crop):
             f"RandomRotation(360, NEAREST, fill=0), CenterCrop({center}), RandomCrop({crop}), "
             f"RandomHorizontalFlip, RandomVerticalFlip, Normalize; "
             f"DataLoader shuffle+collate")
-
-
-def status_bytes(field):
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
 
 
 def die(msg):

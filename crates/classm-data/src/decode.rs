@@ -35,6 +35,19 @@ pub fn read_rgb8(path: &Path) -> Result<Decoded> {
     decode_rgb8(path, &bytes)
 }
 
+/// Width and height from the file's header, without decoding the pixels.
+pub fn dimensions(path: &Path) -> Result<(u32, u32)> {
+    let reader = image::ImageReader::open(path)
+        .map_err(|e| DataError::io(path, e))?
+        .with_guessed_format()
+        .map_err(|e| DataError::io(path, e))?;
+    reader.into_dimensions().map_err(|e| DataError::Decode {
+        path: path.to_path_buf(),
+        problem: classify(&e),
+        detail: e.to_string(),
+    })
+}
+
 /// [`read_rgb8`] on bytes already read; `path` is only used in errors.
 pub fn decode_rgb8(path: &Path, bytes: &[u8]) -> Result<Decoded> {
     let fail = |problem, detail: String| DataError::Decode {
@@ -102,5 +115,21 @@ fn classify(e: &ImageError) -> DecodeProblem {
                 DecodeProblem::Corrupt
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_dimensions_equal_decoded_ones_and_junk_is_an_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let png = dir.path().join("a.png");
+        image::RgbImage::new(7, 5).save(&png).expect("write png");
+        assert_eq!(dimensions(&png).expect("dimensions"), (7, 5));
+        let junk = dir.path().join("b.png");
+        std::fs::write(&junk, b"not an image").expect("write");
+        assert!(matches!(dimensions(&junk), Err(DataError::Decode { .. })));
     }
 }

@@ -50,5 +50,5 @@ pub use stains::{
     CACHE_FORMAT, Fallback, GroupStain, GroupStains, StainMode, StainOptions, group_stains,
     per_image_unmixer,
 };
-pub use stats::{channel_stats, with_normalization};
+pub use stats::channel_stats;
 pub use unmix::{PAPER_FIXED_ROWS, Unmixer, UnmixingRows};

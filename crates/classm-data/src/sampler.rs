@@ -40,20 +40,14 @@ impl BalancedSampler {
     pub fn batch(&self, b: u64) -> Vec<usize> {
         let mut out = Vec::with_capacity(self.batch_size());
         for (c, list) in self.classes.iter().enumerate() {
-            let n = list.len() as u64;
-            let mut cycle = u64::MAX;
-            let mut perm = Vec::new();
-            for k in 0..self.per_class as u64 {
-                let draw = b * self.per_class as u64 + k;
-                if draw / n != cycle {
-                    cycle = draw / n;
-                    perm = permutation(
-                        list.len(),
-                        &mut derive(self.seed, Stream::Sampler, &[0, c as u64, cycle]),
-                    );
-                }
-                out.push(list[perm[(draw % n) as usize]]);
-            }
+            let key = [0, c as u64];
+            out.extend(cycled_draws(
+                self.seed,
+                &key,
+                list,
+                b * self.per_class as u64,
+                self.per_class,
+            ));
         }
         out
     }
@@ -85,23 +79,34 @@ impl UniformSampler {
 
     /// Dataset indices of batch `b`.
     pub fn batch(&self, b: u64) -> Vec<usize> {
-        let n = self.pool.len() as u64;
-        let mut out = Vec::with_capacity(self.batch);
-        let mut pass = u64::MAX;
-        let mut perm = Vec::new();
-        for k in 0..self.batch as u64 {
-            let draw = b * self.batch as u64 + k;
-            if draw / n != pass {
-                pass = draw / n;
-                perm = permutation(
-                    self.pool.len(),
-                    &mut derive(self.seed, Stream::Sampler, &[1, pass]),
-                );
-            }
-            out.push(self.pool[perm[(draw % n) as usize]]);
-        }
-        out
+        cycled_draws(
+            self.seed,
+            &[1],
+            &self.pool,
+            b * self.batch as u64,
+            self.batch,
+        )
     }
+}
+
+/// Draws `first .. first + count` of an endless sequence that walks `list` in a fresh seeded
+/// permutation per cycle (`key` and the cycle number pick the permutation): the shared
+/// mechanism of both samplers, random-access so that any batch can be recomputed.
+fn cycled_draws(seed: u64, key: &[u64], list: &[usize], first: u64, count: usize) -> Vec<usize> {
+    let n = list.len() as u64;
+    let mut out = Vec::with_capacity(count);
+    let mut cycle = u64::MAX;
+    let mut perm = Vec::new();
+    for draw in first..first + count as u64 {
+        if draw / n != cycle {
+            cycle = draw / n;
+            let mut coords = key.to_vec();
+            coords.push(cycle);
+            perm = permutation(list.len(), &mut derive(seed, Stream::Sampler, &coords));
+        }
+        out.push(list[perm[(draw % n) as usize]]);
+    }
+    out
 }
 
 /// Group dataset indices by label: `out[c]` lists the samples of class `c` among `indices`.

@@ -305,10 +305,11 @@ fn estimate_group(group: &str, paths: &[&Path], opts: &StainOptions) -> Result<G
             Err(e) => fail(e),
         }
     } else {
+        // The sampling step needs the pixel count only: headers, not a decode of every file.
         let mut pixels = 0u64;
         for p in paths {
-            let d = read_rgb8(p)?;
-            pixels += u64::from(d.image.width()) * u64::from(d.image.height());
+            let (w, h) = crate::decode::dimensions(p)?;
+            pixels += u64::from(w) * u64::from(h);
         }
         let est_opts = sampled(opts, pixels);
         let mut read_error = None;

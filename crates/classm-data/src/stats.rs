@@ -2,7 +2,7 @@
 
 use rayon::prelude::*;
 
-use crate::augment::{Normalization, Pipeline};
+use crate::augment::Normalization;
 use crate::error::{DataError, Result};
 use crate::loader::{Mode, Request, Source};
 
@@ -66,9 +66,4 @@ pub fn channel_stats(source: &Source, indices: &[usize]) -> Result<Normalization
         mean: [mh, me],
         std: [sh, se],
     })
-}
-
-/// A copy of `pipeline` with other normalisation constants.
-pub fn with_normalization(pipeline: &Pipeline, norm: Normalization) -> Result<Pipeline> {
-    Pipeline::new(pipeline.config().clone(), norm)
 }

@@ -2,11 +2,11 @@
 //! their features, and an affine-free BatchNorm1d per encoder for the contrastive features.
 
 use candle_core::{ModuleT, Tensor};
-use candle_nn::{BatchNorm, BatchNormConfig, Linear, Module, VarBuilder};
+use candle_nn::{BatchNorm, Linear, Module, VarBuilder};
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
-use crate::resnet::{ResNet, ResNetConfig};
+use crate::resnet::{ResNet, ResNetConfig, batch_norm};
 
 /// Shape of the CLASS-M network.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -44,15 +44,7 @@ impl ClassmNet {
     /// Builds the network under `vb`.
     pub fn new(config: ClassmConfig, vb: VarBuilder) -> Result<Self> {
         let f = config.encoder.features();
-        let bn = |vb: VarBuilder| -> Result<BatchNorm> {
-            let cfg = BatchNormConfig {
-                eps: 1e-5,
-                remove_mean: true,
-                affine: false,
-                momentum: 0.1,
-            };
-            Ok(candle_nn::batch_norm(f, cfg, vb)?)
-        };
+        let bn = |vb: VarBuilder| batch_norm(f, false, vb);
         Ok(ClassmNet {
             config,
             h: ResNet::new(config.encoder, vb.pp("h"))?,

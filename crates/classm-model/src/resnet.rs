@@ -45,14 +45,19 @@ impl ResNetConfig {
     }
 }
 
-fn bn(c: usize, vb: VarBuilder) -> Result<BatchNorm> {
+/// PyTorch's BatchNorm defaults (eps 1e-5, momentum 0.1), with or without the affine part.
+pub(crate) fn batch_norm(c: usize, affine: bool, vb: VarBuilder) -> Result<BatchNorm> {
     let cfg = BatchNormConfig {
         eps: 1e-5,
         remove_mean: true,
-        affine: true,
+        affine,
         momentum: 0.1,
     };
     Ok(candle_nn::batch_norm(c, cfg, vb)?)
+}
+
+fn bn(c: usize, vb: VarBuilder) -> Result<BatchNorm> {
+    batch_norm(c, true, vb)
 }
 
 fn conv(

@@ -159,6 +159,8 @@ pub struct Scratch {
 pub struct Pipeline {
     config: AugmentConfig,
     norm: Normalization,
+    /// The channel tables of the RGB views, built once rather than per sample.
+    rgb_views: Option<Unmixer>,
 }
 
 impl Pipeline {
@@ -170,7 +172,16 @@ impl Pipeline {
         {
             return Err(DataError::Config(format!("invalid normalisation {norm:?}")));
         }
-        Ok(Pipeline { config, norm })
+        let rgb_views = match config.views {
+            Views::Stains => None,
+            Views::RedGreen => Some(Unmixer::channels(0, 1)),
+            Views::RedBlue => Some(Unmixer::channels(0, 2)),
+        };
+        Ok(Pipeline {
+            config,
+            norm,
+            rgb_views,
+        })
     }
 
     /// The configuration.
@@ -185,12 +196,8 @@ impl Pipeline {
 
     /// The unmixing tables of the configured views: `stains` for [`Views::Stains`], channel
     /// tables for the RGB views.
-    pub fn view_unmixer<'a>(&self, stains: &'a Unmixer) -> std::borrow::Cow<'a, Unmixer> {
-        match self.config.views {
-            Views::Stains => std::borrow::Cow::Borrowed(stains),
-            Views::RedGreen => std::borrow::Cow::Owned(Unmixer::channels(0, 1)),
-            Views::RedBlue => std::borrow::Cow::Owned(Unmixer::channels(0, 2)),
-        }
+    pub fn view_unmixer<'a>(&'a self, stains: &'a Unmixer) -> &'a Unmixer {
+        self.rgb_views.as_ref().unwrap_or(stains)
     }
 
     /// The RGB pixels the maps come from: `rgb`, or its resized copy in `scratch`.
@@ -232,7 +239,7 @@ impl Pipeline {
         let view = self.view_unmixer(stains);
         let tables = match &folded {
             Some(f) => std::borrow::Cow::Owned(view.after(&f.post)),
-            None => view,
+            None => std::borrow::Cow::Borrowed(view),
         };
         for (k, (out, stream)) in [(h, Stream::First), (e, Stream::Second)]
             .into_iter()
