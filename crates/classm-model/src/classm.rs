@@ -2,11 +2,12 @@
 //! their features, and an affine-free BatchNorm1d per encoder for the contrastive features.
 
 use candle_core::{ModuleT, Tensor};
-use candle_nn::{BatchNorm, Linear, Module, VarBuilder};
+use candle_nn::{Linear, Module, VarBuilder};
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
-use crate::resnet::{ResNet, ResNetConfig, batch_norm};
+use crate::layers::{Kernels, Norm};
+use crate::resnet::{ResNet, ResNetConfig};
 
 /// Shape of the CLASS-M network.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -36,15 +37,16 @@ pub struct ClassmNet {
     h: ResNet,
     e: ResNet,
     fc: Linear,
-    bn_h: BatchNorm,
-    bn_e: BatchNorm,
+    bn_h: Norm,
+    bn_e: Norm,
+    kernels: Kernels,
 }
 
 impl ClassmNet {
     /// Builds the network under `vb`.
     pub fn new(config: ClassmConfig, vb: VarBuilder) -> Result<Self> {
         let f = config.encoder.features();
-        let bn = |vb: VarBuilder| batch_norm(f, false, vb);
+        let bn = |vb: VarBuilder| Norm::new(f, false, vb);
         Ok(ClassmNet {
             config,
             h: ResNet::new(config.encoder, vb.pp("h"))?,
@@ -52,12 +54,22 @@ impl ClassmNet {
             fc: candle_nn::linear(f, config.classes, vb.pp("fc"))?,
             bn_h: bn(vb.pp("bn_h"))?,
             bn_e: bn(vb.pp("bn_e"))?,
+            kernels: Kernels::Auto,
         })
     }
 
     /// The configuration.
     pub fn config(&self) -> ClassmConfig {
         self.config
+    }
+
+    /// Chooses the layer implementations of both encoders and heads (default
+    /// [`Kernels::Auto`]).
+    pub fn with_kernels(mut self, kernels: Kernels) -> Self {
+        self.h = self.h.with_kernels(kernels);
+        self.e = self.e.with_kernels(kernels);
+        self.kernels = kernels;
+        self
     }
 
     /// Logits and contrastive features of a batch of H and E maps `[N, 1, S, S]` each.
@@ -67,8 +79,8 @@ impl ClassmNet {
         let logits = self.fc.forward(&((&fh + &fe)? * 0.5)?)?;
         Ok(ClassmOutput {
             logits,
-            z_h: self.bn_h.forward_t(&fh, train)?,
-            z_e: self.bn_e.forward_t(&fe, train)?,
+            z_h: self.bn_h.forward_t(&fh, train, false, self.kernels)?,
+            z_e: self.bn_e.forward_t(&fe, train, false, self.kernels)?,
         })
     }
 }

@@ -5,9 +5,11 @@
 #![deny(missing_docs)]
 
 mod classm;
+mod cpu;
 mod error;
 #[cfg(feature = "hub")]
 mod hub;
+mod layers;
 mod model_dir;
 mod pool;
 mod pretrained;
@@ -17,6 +19,7 @@ pub use classm::{ClassmConfig, ClassmNet, ClassmOutput};
 pub use error::{HubProblem, ModelError, Result};
 #[cfg(feature = "hub")]
 pub use hub::HubWeights;
+pub use layers::Kernels;
 pub use model_dir::{
     CONFIG_FILE, MODEL_FORMAT, ModelConfig, WEIGHTS_FILE, load_model_dir, save_model_dir,
 };

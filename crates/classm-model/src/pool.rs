@@ -4,6 +4,7 @@
 use candle_core::{D, Tensor};
 
 use crate::error::Result;
+use crate::layers::Kernels;
 
 /// Max over windows of 3 at stride 2 with one element of padding, along dimension `dim`.
 /// Padding replicates the edge, which equals −∞ padding for a max: every window holds the
@@ -31,8 +32,12 @@ fn max3_s2(x: &Tensor, dim: usize) -> Result<Tensor> {
     Ok(a.maximum(&b)?)
 }
 
-/// `MaxPool2d(3, stride 2, padding 1)` on `[N, C, H, W]`.
-pub fn max_pool_3x3_s2(x: &Tensor) -> Result<Tensor> {
+/// `MaxPool2d(3, stride 2, padding 1)` on `[N, C, H, W]`: classm's CPU kernel for CPU f32
+/// tensors under [`Kernels::Auto`], else the composite.
+pub fn max_pool_3x3_s2(x: &Tensor, k: Kernels) -> Result<Tensor> {
+    if k == Kernels::Auto && crate::cpu::applies(x) {
+        return Ok(crate::cpu::pool::max_pool_3x3_s2(x)?);
+    }
     let rank = x.rank();
     let h = max3_s2(x, rank - 2)?;
     max3_s2(&h, rank - 1)

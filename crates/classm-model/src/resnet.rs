@@ -3,10 +3,11 @@
 //! statistics in training mode.
 
 use candle_core::{ModuleT, Tensor};
-use candle_nn::{BatchNorm, BatchNormConfig, Conv2d, Conv2dConfig, VarBuilder};
+use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ModelError, Result};
+use crate::layers::{Conv, Kernels, Norm, add_relu};
 use crate::pool::{global_avg_pool, max_pool_3x3_s2};
 
 /// Shape of a ResNet encoder.
@@ -45,73 +46,45 @@ impl ResNetConfig {
     }
 }
 
-/// PyTorch's BatchNorm defaults (eps 1e-5, momentum 0.1), with or without the affine part.
-pub(crate) fn batch_norm(c: usize, affine: bool, vb: VarBuilder) -> Result<BatchNorm> {
-    let cfg = BatchNormConfig {
-        eps: 1e-5,
-        remove_mean: true,
-        affine,
-        momentum: 0.1,
-    };
-    Ok(candle_nn::batch_norm(c, cfg, vb)?)
-}
-
-fn bn(c: usize, vb: VarBuilder) -> Result<BatchNorm> {
-    batch_norm(c, true, vb)
-}
-
-fn conv(
-    cin: usize,
-    cout: usize,
-    k: usize,
-    stride: usize,
-    padding: usize,
-    vb: VarBuilder,
-) -> Result<Conv2d> {
-    let cfg = Conv2dConfig {
-        padding,
-        stride,
-        ..Default::default()
-    };
-    Ok(candle_nn::conv2d_no_bias(cin, cout, k, cfg, vb)?)
-}
-
 #[derive(Debug, Clone)]
 struct BasicBlock {
-    conv1: Conv2d,
-    bn1: BatchNorm,
-    conv2: Conv2d,
-    bn2: BatchNorm,
-    downsample: Option<(Conv2d, BatchNorm)>,
+    conv1: Conv,
+    bn1: Norm,
+    conv2: Conv,
+    bn2: Norm,
+    downsample: Option<(Conv, Norm)>,
 }
 
 impl BasicBlock {
     fn new(cin: usize, cout: usize, stride: usize, vb: VarBuilder) -> Result<Self> {
         let downsample = if stride != 1 || cin != cout {
             Some((
-                conv(cin, cout, 1, stride, 0, vb.pp("downsample.0"))?,
-                bn(cout, vb.pp("downsample.1"))?,
+                Conv::new(cin, cout, 1, stride, 0, vb.pp("downsample.0"))?,
+                Norm::new(cout, true, vb.pp("downsample.1"))?,
             ))
         } else {
             None
         };
         Ok(BasicBlock {
-            conv1: conv(cin, cout, 3, stride, 1, vb.pp("conv1"))?,
-            bn1: bn(cout, vb.pp("bn1"))?,
-            conv2: conv(cout, cout, 3, 1, 1, vb.pp("conv2"))?,
-            bn2: bn(cout, vb.pp("bn2"))?,
+            conv1: Conv::new(cin, cout, 3, stride, 1, vb.pp("conv1"))?,
+            bn1: Norm::new(cout, true, vb.pp("bn1"))?,
+            conv2: Conv::new(cout, cout, 3, 1, 1, vb.pp("conv2"))?,
+            bn2: Norm::new(cout, true, vb.pp("bn2"))?,
             downsample,
         })
     }
 
-    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+    fn forward_t(&self, x: &Tensor, train: bool, k: Kernels) -> Result<Tensor> {
         let identity = match &self.downsample {
-            Some((c, b)) => b.forward_t(&x.apply(c)?, train)?,
+            Some((c, b)) => b.forward_t(&c.forward(x, k)?, train, false, k)?,
             None => x.clone(),
         };
-        let y = self.bn1.forward_t(&x.apply(&self.conv1)?, train)?.relu()?;
-        let y = self.bn2.forward_t(&y.apply(&self.conv2)?, train)?;
-        Ok((y + identity)?.relu()?)
+        let y = self.conv1.forward(x, k)?;
+        let y = self.bn1.forward_t(&y, train, true, k)?;
+        let y = self
+            .bn2
+            .forward_t(&self.conv2.forward(&y, k)?, train, false, k)?;
+        add_relu(&y, &identity, k)
     }
 }
 
@@ -119,9 +92,10 @@ impl BasicBlock {
 #[derive(Debug, Clone)]
 pub struct ResNet {
     config: ResNetConfig,
-    conv1: Conv2d,
-    bn1: BatchNorm,
+    conv1: Conv,
+    bn1: Norm,
     stages: Vec<Vec<BasicBlock>>,
+    kernels: Kernels,
 }
 
 impl ResNet {
@@ -155,15 +129,22 @@ impl ResNet {
         }
         Ok(ResNet {
             config,
-            conv1: conv(config.in_channels, w, 7, 2, 3, vb.pp("conv1"))?,
-            bn1: bn(w, vb.pp("bn1"))?,
+            conv1: Conv::new(config.in_channels, w, 7, 2, 3, vb.pp("conv1"))?,
+            bn1: Norm::new(w, true, vb.pp("bn1"))?,
             stages,
+            kernels: Kernels::Auto,
         })
     }
 
     /// The configuration.
     pub fn config(&self) -> ResNetConfig {
         self.config
+    }
+
+    /// Chooses the layer implementations (default [`Kernels::Auto`]).
+    pub fn with_kernels(mut self, kernels: Kernels) -> Self {
+        self.kernels = kernels;
+        self
     }
 }
 
@@ -172,11 +153,14 @@ impl ModuleT for ResNet {
     /// updates batch statistics.
     fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
         let run = || -> Result<Tensor> {
-            let y = self.bn1.forward_t(&x.apply(&self.conv1)?, train)?.relu()?;
-            let mut y = max_pool_3x3_s2(&y)?;
+            let k = self.kernels;
+            let y = self
+                .bn1
+                .forward_t(&self.conv1.forward(x, k)?, train, true, k)?;
+            let mut y = max_pool_3x3_s2(&y, k)?;
             for stage in &self.stages {
                 for block in stage {
-                    y = block.forward_t(&y, train)?;
+                    y = block.forward_t(&y, train, k)?;
                 }
             }
             global_avg_pool(&y)

@@ -12,7 +12,7 @@ fn golden(dev: &Device) -> HashMap<String, Tensor> {
     candle_core::safetensors::load(path, dev).unwrap()
 }
 
-fn assert_close(a: &Tensor, b: &Tensor, tol: f64, what: &str) {
+pub(crate) fn assert_close(a: &Tensor, b: &Tensor, tol: f64, what: &str) {
     assert_eq!(a.dims(), b.dims(), "{what}: shapes");
     let a = a
         .flatten_all()

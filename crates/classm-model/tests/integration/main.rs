@@ -5,5 +5,6 @@
 mod golden;
 #[cfg(feature = "hub")]
 mod hub;
+mod kernels;
 mod pool;
 mod weights;

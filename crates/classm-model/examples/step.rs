@@ -1,0 +1,51 @@
+//! Times the dual network's eval forward and train-mode forward + backward on random input,
+//! for profiling (`perf record`); `cargo xtask bench model` is the benchmark against PyTorch.
+//!
+//! `cargo run --release -p classm-model --example step -- [size] [width] [batch] [reps]`
+
+use std::time::Instant;
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::{VarBuilder, VarMap};
+use classm_model::{ClassmConfig, ClassmNet, ResNetConfig};
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let arg = |i: usize, d: usize| -> usize {
+        std::env::args()
+            .nth(i)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(d)
+    };
+    let (size, width, batch, reps) = (arg(1, 64), arg(2, 64), arg(3, 16), arg(4, 5));
+    let dev = Device::Cpu;
+    let map = VarMap::new();
+    let cfg = ClassmConfig {
+        encoder: ResNetConfig {
+            depth: 18,
+            width,
+            in_channels: 1,
+        },
+        classes: 3,
+    };
+    let net = ClassmNet::new(cfg, VarBuilder::from_varmap(&map, DType::F32, &dev))?;
+    let xh = Tensor::rand(0f32, 1f32, (batch, 1, size, size), &dev)?;
+    let xe = Tensor::rand(0f32, 1f32, (batch, 1, size, size), &dev)?;
+    for _ in 0..reps {
+        let t = Instant::now();
+        let out = net.forward_t(&xh, &xe, false)?;
+        out.logits.sum_all()?.to_scalar::<f32>()?;
+        let fwd = t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        let out = net.forward_t(&xh, &xe, true)?;
+        let loss = (out.logits.sum_all()? + (out.z_h.sqr()?.sum_all()? + out.z_e.sum_all()?)?)?;
+        let grads = loss.backward()?;
+        std::hint::black_box(grads);
+        let step = t.elapsed().as_secs_f64();
+        println!(
+            "forward {:.1} img/s, train fwd+bwd {:.2} img/s",
+            batch as f64 / fwd,
+            batch as f64 / step
+        );
+    }
+    Ok(())
+}

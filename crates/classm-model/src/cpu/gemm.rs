@@ -1,0 +1,181 @@
+//! A bounds-checked front to the `gemm` crate's f32 kernel (the one candle uses): every
+//! extent is checked against its slice before the unsafe call, so callers stay safe.
+#![allow(unsafe_code)]
+
+use candle_core::{Result, bail};
+
+/// A read-only matrix view: element (i, j) is `data[i·rs + j·cs]`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct MatRef<'a> {
+    pub data: &'a [f32],
+    pub rows: usize,
+    pub cols: usize,
+    pub rs: usize,
+    pub cs: usize,
+}
+
+impl<'a> MatRef<'a> {
+    /// Row-major `rows × cols`.
+    pub fn rows(data: &'a [f32], rows: usize, cols: usize) -> Self {
+        MatRef {
+            data,
+            rows,
+            cols,
+            rs: cols,
+            cs: 1,
+        }
+    }
+
+    /// The transpose of a row-major `cols × rows` matrix, seen as `rows × cols`.
+    pub fn transposed(data: &'a [f32], rows: usize, cols: usize) -> Self {
+        MatRef {
+            data,
+            rows,
+            cols,
+            rs: 1,
+            cs: rows,
+        }
+    }
+
+    fn fits(&self) -> bool {
+        self.rows == 0
+            || self.cols == 0
+            || (self.rows - 1) * self.rs + (self.cols - 1) * self.cs < self.data.len()
+    }
+}
+
+/// `dst (m×n, row-major) = a·b`, or `dst += a·b` with `accumulate`. Runs on the current
+/// rayon pool. The gemm kernel splits rows and columns among threads, never the inner
+/// dimension, so the result does not depend on the thread count.
+pub(crate) fn matmul(dst: &mut [f32], accumulate: bool, a: MatRef, b: MatRef) -> Result<()> {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    if b.rows != k || dst.len() < m * n || !a.fits() || !b.fits() {
+        bail!(
+            "matmul extents: dst {} for {m}×{n}, a {}×{} over {}, b {}×{} over {}",
+            dst.len(),
+            a.rows,
+            a.cols,
+            a.data.len(),
+            b.rows,
+            b.cols,
+            b.data.len()
+        );
+    }
+    if m == 0 || n == 0 {
+        return Ok(());
+    }
+    if k == 0 {
+        if !accumulate {
+            dst[..m * n].fill(0.0);
+        }
+        return Ok(());
+    }
+    // SAFETY: the checks above keep every index the kernel forms — (i·rs + j·cs) for
+    // i < rows, j < cols — inside its slice; `dst` is exclusively borrowed and holds m·n
+    // row-major elements; the inputs are shared borrows that outlive the call.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            a.data.as_ptr(),
+            a.cs as isize,
+            a.rs as isize,
+            b.data.as_ptr(),
+            b.cs as isize,
+            b.rs as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::Rayon(0),
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn naive(a: MatRef, b: MatRef) -> Vec<f32> {
+        let mut out = vec![0f32; a.rows * b.cols];
+        for i in 0..a.rows {
+            for j in 0..b.cols {
+                out[i * b.cols + j] = (0..a.cols)
+                    .map(|l| a.data[i * a.rs + l * a.cs] * b.data[l * b.rs + j * b.cs])
+                    .sum();
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn matches_a_naive_product_in_both_layouts_and_accumulates() {
+        let a: Vec<f32> = (0..35).map(|i| (i as f32 * 0.37).sin()).collect();
+        let b: Vec<f32> = (0..56).map(|i| (i as f32 * 0.11).cos()).collect();
+        let (ma, mb) = (MatRef::rows(&a, 5, 7), MatRef::rows(&b, 7, 8));
+        let mut dst = vec![0f32; 40];
+        matmul(&mut dst, false, ma, mb).unwrap();
+        let want = naive(ma, mb);
+        for (x, y) in dst.iter().zip(&want) {
+            assert!((x - y).abs() < 1e-5);
+        }
+        matmul(&mut dst, true, ma, mb).unwrap();
+        for (x, y) in dst.iter().zip(&want) {
+            assert!((x - 2.0 * y).abs() < 1e-5);
+        }
+        // a's transpose read from a 7×5 row-major buffer.
+        let at = MatRef::transposed(&a, 5, 7);
+        let mut dst2 = vec![0f32; 40];
+        matmul(&mut dst2, false, at, mb).unwrap();
+        let want = naive(at, mb);
+        for (x, y) in dst2.iter().zip(&want) {
+            assert!((x - y).abs() < 1e-5);
+        }
+    }
+
+    #[test]
+    fn large_products_do_not_depend_on_the_thread_count() {
+        let (m, k, n) = (96, 3000, 700);
+        let a: Vec<f32> = (0..m * k)
+            .map(|i| ((i * 7919) % 1013) as f32 / 1013.0 - 0.5)
+            .collect();
+        let b: Vec<f32> = (0..k * n)
+            .map(|i| ((i * 104_729) % 997) as f32 / 997.0 - 0.5)
+            .collect();
+        let run = |threads| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            let mut dst = vec![0f32; m * n];
+            pool.install(|| {
+                matmul(
+                    &mut dst,
+                    false,
+                    MatRef::rows(&a, m, k),
+                    MatRef::transposed(&b, k, n),
+                )
+            })
+            .unwrap();
+            dst
+        };
+        assert_eq!(run(1), run(2));
+    }
+
+    #[test]
+    fn refuses_views_past_their_slices() {
+        let a = vec![0f32; 6];
+        let bad = MatRef::rows(&a, 3, 3);
+        let mut dst = vec![0f32; 9];
+        assert!(matmul(&mut dst, false, bad, MatRef::rows(&a, 3, 2)).is_err());
+        let ok = MatRef::rows(&a, 2, 3);
+        assert!(matmul(&mut dst[..1], false, ok, MatRef::rows(&a, 3, 2)).is_err());
+    }
+}

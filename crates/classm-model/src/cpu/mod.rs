@@ -1,0 +1,49 @@
+//! CPU kernels for the layers that dominate a ResNet training step, as candle custom ops with
+//! their own backward: convolution (im2col + gemm over chunks of images), BatchNorm fused with
+//! ReLU, the stem's max-pool and the residual add + ReLU. Candle's generic CPU path spends most
+//! of a step in `conv_transpose2d`, single-threaded elementwise ops and fresh allocations;
+//! these do each layer in one or two passes. Other devices keep candle's own ops.
+//!
+//! Every reduction runs in a fixed order (per channel or per plane, chunks of images in
+//! sequence, gemm never splitting its inner dimension), so results do not depend on the
+//! number of threads.
+
+pub(crate) mod conv;
+mod gemm;
+pub(crate) mod norm;
+pub(crate) mod pointwise;
+pub(crate) mod pool;
+#[cfg(test)]
+mod tests;
+
+use candle_core::backend::BackendStorage;
+use candle_core::{CpuStorage, Layout, Result, Tensor, bail};
+
+/// The f32 values a contiguous layout covers.
+fn values<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> Result<&'a [f32]> {
+    let CpuStorage::F32(v) = s else {
+        bail!("{op}: f32 only, got {:?}", s.dtype())
+    };
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&v[a..b]),
+        None => bail!("{op}: input must be contiguous"),
+    }
+}
+
+/// Whether the fast kernels apply: a CPU f32 tensor.
+pub(crate) fn applies(x: &Tensor) -> bool {
+    x.device().is_cpu() && x.dtype() == candle_core::DType::F32
+}
+
+/// Sum in f64 over eight independent lanes: vectorisable, and the same order on every run.
+fn sum_f64(xs: &[f32]) -> f64 {
+    let mut acc = [0f64; 8];
+    let chunks = xs.chunks_exact(8);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for (a, &x) in acc.iter_mut().zip(c) {
+            *a += x as f64;
+        }
+    }
+    acc.iter().sum::<f64>() + tail.iter().map(|&x| x as f64).sum::<f64>()
+}

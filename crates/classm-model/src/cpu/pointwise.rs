@@ -1,0 +1,95 @@
+//! `relu(a + b)`, the residual join, in one pass; its backward is one masking pass whose
+//! result is the gradient of both summands.
+
+use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor, bail};
+use rayon::prelude::*;
+
+use super::values;
+
+const CHUNK: usize = 1 << 14;
+
+#[derive(Debug, Clone, Copy)]
+struct AddRelu;
+
+fn pair<'a>(
+    s1: &'a CpuStorage,
+    l1: &Layout,
+    s2: &'a CpuStorage,
+    l2: &Layout,
+    op: &str,
+) -> Result<(&'a [f32], &'a [f32])> {
+    if l1.dims() != l2.dims() {
+        bail!("{op}: shapes {:?} and {:?} differ", l1.dims(), l2.dims())
+    }
+    Ok((values(s1, l1, op)?, values(s2, l2, op)?))
+}
+
+impl CustomOp2 for AddRelu {
+    fn name(&self) -> &'static str {
+        "classm-add-relu"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (a, b) = pair(s1, l1, s2, l2, "add-relu")?;
+        let mut out = vec![0f32; a.len()];
+        out.par_chunks_mut(CHUNK)
+            .zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK)))
+            .for_each(|(o, (a, b))| {
+                for ((o, &x), &y) in o.iter_mut().zip(a).zip(b) {
+                    *o = (x + y).max(0.0);
+                }
+            });
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        _a: &Tensor,
+        _b: &Tensor,
+        res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let g = res.apply_op2_no_bwd(&grad.contiguous()?, &ReluMask)?;
+        Ok((Some(g.clone()), Some(g)))
+    }
+}
+
+/// (relu output, dy) → dy where the output is positive.
+#[derive(Debug, Clone, Copy)]
+struct ReluMask;
+
+impl CustomOp2 for ReluMask {
+    fn name(&self) -> &'static str {
+        "classm-relu-mask"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (y, g) = pair(s1, l1, s2, l2, "relu backward")?;
+        let mut out = vec![0f32; y.len()];
+        out.par_chunks_mut(CHUNK)
+            .zip(y.par_chunks(CHUNK).zip(g.par_chunks(CHUNK)))
+            .for_each(|(o, (y, g))| {
+                for ((o, &y), &g) in o.iter_mut().zip(y).zip(g) {
+                    *o = if y > 0.0 { g } else { 0.0 };
+                }
+            });
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+}
+
+/// `relu(a + b)` for contiguous CPU f32 tensors of one shape.
+pub(crate) fn add_relu(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    a.contiguous()?.apply_op2(&b.contiguous()?, AddRelu)
+}

@@ -1,0 +1,177 @@
+//! Each kernel against candle's own ops on the same input: values and every gradient.
+
+use candle_core::{DType, Device, Tensor, Var};
+use candle_nn::{VarBuilder, VarMap};
+
+use crate::layers::{Kernels, Norm};
+
+fn rel_diff(a: &Tensor, b: &Tensor) -> f32 {
+    let scale = b
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+        .max(1e-6);
+    let d = (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    d / scale
+}
+
+fn randn(shape: &[usize], seed: u64) -> Tensor {
+    // A fixed pseudo-random pattern: candle's CPU generator cannot be seeded.
+    let n: usize = shape.iter().product();
+    let v: Vec<f32> = (0..n)
+        .map(|i| {
+            // splitmix64 of (seed, i)
+            let mut z = (seed << 32 ^ i as u64).wrapping_add(0x9E37_79B9_7F4A_7C15);
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^= z >> 31;
+            ((z >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 3.0
+        })
+        .collect();
+    Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+}
+
+#[test]
+fn convolution_and_its_gradients_match_candle() {
+    // (n, c, h, w, o, k, stride, pad); the last spans several im2col chunks.
+    for (i, &(n, c, h, w, o, k, s, p)) in [
+        (2, 3, 9, 7, 4, 3, 1, 1),
+        (2, 3, 9, 7, 4, 3, 2, 1),
+        (3, 2, 8, 8, 5, 1, 2, 0),
+        (2, 1, 13, 11, 4, 7, 2, 3),
+        (1, 2, 2, 3, 3, 3, 1, 1),
+        (2, 2, 5, 5, 3, 3, 3, 0),
+        (16, 64, 32, 32, 64, 3, 1, 1),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let x = Var::from_tensor(&randn(&[n, c, h, w], i as u64)).unwrap();
+        let wt = Var::from_tensor(&(randn(&[o, c, k, k], 100 + i as u64) * 0.3).unwrap()).unwrap();
+        let ours = super::conv::conv2d(x.as_tensor(), wt.as_tensor(), s, p).unwrap();
+        let want = x.as_tensor().conv2d(wt.as_tensor(), p, s, 1, 1).unwrap();
+        assert_eq!(ours.dims(), want.dims());
+        assert!(rel_diff(&ours, &want) < 1e-5, "case {i}: forward");
+        let r = randn(want.dims(), 7);
+        let g_ours = (&ours * &r).unwrap().sum_all().unwrap().backward().unwrap();
+        let g_want = (&want * &r).unwrap().sum_all().unwrap().backward().unwrap();
+        for (name, v) in [("input", &x), ("weight", &wt)] {
+            let d = rel_diff(g_ours.get(v).unwrap(), g_want.get(v).unwrap());
+            assert!(d < 1e-5, "case {i}: {name} gradient off by {d}");
+        }
+    }
+}
+
+#[test]
+fn an_untracked_input_gets_only_a_weight_gradient() {
+    let x = randn(&[2, 1, 9, 9], 3);
+    let wt = Var::from_tensor(&randn(&[4, 1, 3, 3], 4)).unwrap();
+    let y = super::conv::conv2d(&x, wt.as_tensor(), 2, 1).unwrap();
+    let g = y.sum_all().unwrap().backward().unwrap();
+    let want = x
+        .conv2d(wt.as_tensor(), 1, 2, 1, 1)
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    assert!(rel_diff(g.get(&wt).unwrap(), want.get(&wt).unwrap()) < 1e-5);
+    assert!(g.get(&x).is_none());
+}
+
+fn norm_pair(c: usize, affine: bool) -> (VarMap, Norm, VarMap, Norm) {
+    let build = || {
+        let map = VarMap::new();
+        let vb = VarBuilder::from_varmap(&map, DType::F32, &Device::Cpu);
+        let norm = Norm::new(c, affine, vb).unwrap();
+        for (k, v) in map.data().lock().unwrap().iter() {
+            let seed = k.len() as u64;
+            let t = if k.contains("var") || k.contains("weight") {
+                (randn(&[c], seed).abs().unwrap() + 0.5).unwrap()
+            } else {
+                randn(&[c], seed)
+            };
+            v.set(&t).unwrap();
+        }
+        (map, norm)
+    };
+    let (a, na) = build();
+    let (b, nb) = build();
+    (a, na, b, nb)
+}
+
+#[test]
+fn batch_norm_with_and_without_relu_matches_candle_in_both_modes() {
+    for (shape, affine) in [
+        (vec![4usize, 3, 5, 6], true),
+        (vec![6, 5], false),
+        (vec![3, 4, 1, 1], true),
+    ] {
+        for train in [true, false] {
+            for relu in [false, true] {
+                let c = shape[1];
+                let (ma, ours, mb, theirs) = norm_pair(c, affine);
+                let x = Var::from_tensor(&randn(&shape, 11)).unwrap();
+                let y1 = ours
+                    .forward_t(x.as_tensor(), train, relu, Kernels::Auto)
+                    .unwrap();
+                let y2 = theirs
+                    .forward_t(x.as_tensor(), train, relu, Kernels::Candle)
+                    .unwrap();
+                let case = format!("{shape:?} train {train} relu {relu}");
+                assert!(rel_diff(&y1, &y2) < 1e-5, "{case}: forward");
+                let r = randn(&shape, 12);
+                let g1 = (&y1 * &r).unwrap().sum_all().unwrap().backward().unwrap();
+                let g2 = (&y2 * &r).unwrap().sum_all().unwrap().backward().unwrap();
+                let d = rel_diff(g1.get(&x).unwrap(), g2.get(&x).unwrap());
+                assert!(d < 1e-4, "{case}: input gradient off by {d}");
+                let (da, db) = (ma.data().lock().unwrap(), mb.data().lock().unwrap());
+                for (k, va) in da.iter() {
+                    let vb = &db[k];
+                    if k.starts_with("running") {
+                        assert!(
+                            rel_diff(va.as_tensor(), vb.as_tensor()) < 1e-5,
+                            "{case}: {k}"
+                        );
+                    } else {
+                        let d = rel_diff(g1.get(va).unwrap(), g2.get(vb).unwrap());
+                        assert!(d < 1e-4, "{case}: {k} gradient off by {d}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn training_batch_norm_refuses_a_single_value_per_channel() {
+    let (_m, norm, _m2, _n) = norm_pair(3, false);
+    let x = randn(&[1, 3], 1);
+    assert!(norm.forward_t(&x, true, false, Kernels::Auto).is_err());
+    assert!(norm.forward_t(&x, false, false, Kernels::Auto).is_ok());
+}
+
+#[test]
+fn residual_join_matches_candle() {
+    let a = Var::from_tensor(&randn(&[2, 3, 4, 5], 1)).unwrap();
+    let b = Var::from_tensor(&randn(&[2, 3, 4, 5], 2)).unwrap();
+    let ours = crate::layers::add_relu(a.as_tensor(), b.as_tensor(), Kernels::Auto).unwrap();
+    let want = (a.as_tensor() + b.as_tensor()).unwrap().relu().unwrap();
+    assert_eq!(rel_diff(&ours, &want), 0.0);
+    let r = randn(&[2, 3, 4, 5], 3);
+    let g1 = (&ours * &r).unwrap().sum_all().unwrap().backward().unwrap();
+    let g2 = (&want * &r).unwrap().sum_all().unwrap().backward().unwrap();
+    for v in [&a, &b] {
+        assert_eq!(rel_diff(g1.get(v).unwrap(), g2.get(v).unwrap()), 0.0);
+    }
+}

@@ -1,0 +1,116 @@
+//! classm's CPU kernels against candle's ops on the whole CLASS-M network, and their
+//! independence from the thread count.
+
+use std::collections::BTreeMap;
+
+use candle_core::{DType, Device, Tensor, Var};
+use candle_nn::{VarBuilder, VarMap};
+use classm_model::{ClassmConfig, ClassmNet, Kernels, ResNetConfig};
+
+const CONFIG: ClassmConfig = ClassmConfig {
+    encoder: ResNetConfig {
+        depth: 18,
+        width: 8,
+        in_channels: 1,
+    },
+    classes: 3,
+};
+
+fn pattern(shape: &[usize], seed: u64) -> Tensor {
+    let n: usize = shape.iter().product();
+    let v: Vec<f32> = (0..n as u64)
+        .map(|i| ((i * 2_654_435_761 + seed * 97) % 1000) as f32 / 500.0 - 1.0)
+        .collect();
+    Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+}
+
+/// A network whose variables are copies of `like`'s (or fresh ones), with its map.
+fn network(like: Option<&VarMap>, kernels: Kernels) -> (VarMap, ClassmNet) {
+    let map = VarMap::new();
+    let net = ClassmNet::new(
+        CONFIG,
+        VarBuilder::from_varmap(&map, DType::F32, &Device::Cpu),
+    )
+    .unwrap()
+    .with_kernels(kernels);
+    if let Some(like) = like {
+        let src = like.data().lock().unwrap();
+        for (k, v) in map.data().lock().unwrap().iter() {
+            v.set(src[k].as_tensor()).unwrap();
+        }
+    }
+    (map, net)
+}
+
+/// Outputs, then the gradient of every variable and of both inputs after one training
+/// forward and backward, then the running statistics, by name.
+fn train_step(map: &VarMap, net: &ClassmNet) -> BTreeMap<String, Tensor> {
+    let h = Var::from_tensor(&pattern(&[4, 1, 40, 40], 1)).unwrap();
+    let e = Var::from_tensor(&pattern(&[4, 1, 40, 40], 2)).unwrap();
+    let out = net.forward_t(h.as_tensor(), e.as_tensor(), true).unwrap();
+    let loss = ((out.logits.clone() * pattern(&[4, 3], 3))
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        + (out.z_h.clone() * pattern(&[4, 64], 4))
+            .unwrap()
+            .sum_all()
+            .unwrap()
+        + (out.z_e.clone() * pattern(&[4, 64], 5))
+            .unwrap()
+            .sum_all()
+            .unwrap())
+    .unwrap();
+    let grads = loss.backward().unwrap();
+    let mut all = BTreeMap::new();
+    all.insert("out.logits".into(), out.logits);
+    all.insert("out.z_h".into(), out.z_h);
+    all.insert("out.z_e".into(), out.z_e);
+    all.insert("grad.input.h".into(), grads.get(&h).unwrap().clone());
+    all.insert("grad.input.e".into(), grads.get(&e).unwrap().clone());
+    for (k, v) in map.data().lock().unwrap().iter() {
+        let t = if k.contains("running_") {
+            v.as_tensor().copy().unwrap()
+        } else {
+            grads
+                .get(v)
+                .unwrap_or_else(|| panic!("no gradient for {k}"))
+                .clone()
+        };
+        all.insert(k.clone(), t);
+    }
+    let eval = net.forward_t(h.as_tensor(), e.as_tensor(), false).unwrap();
+    all.insert("eval.logits".into(), eval.logits);
+    all.insert("eval.z_h".into(), eval.z_h);
+    all
+}
+
+#[test]
+fn cpu_kernels_match_candle_on_the_whole_network() {
+    let (map_a, net_a) = network(None, Kernels::Auto);
+    let (map_b, net_b) = network(Some(&map_a), Kernels::Candle);
+    let a = train_step(&map_a, &net_a);
+    let b = train_step(&map_b, &net_b);
+    assert_eq!(a.len(), b.len());
+    for (k, ta) in &a {
+        super::golden::assert_close(ta, &b[k], 1e-4, k);
+    }
+}
+
+#[test]
+fn cpu_kernels_give_the_same_bits_on_one_and_two_threads() {
+    let (map_1, net_1) = network(None, Kernels::Auto);
+    let (map_2, net_2) = network(Some(&map_1), Kernels::Auto);
+    let pool = |n| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build()
+            .unwrap()
+    };
+    let one = pool(1).install(|| train_step(&map_1, &net_1));
+    let two = pool(2).install(|| train_step(&map_2, &net_2));
+    for (k, t) in &one {
+        let bits = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert_eq!(bits(t), bits(&two[k]), "{k}");
+    }
+}
