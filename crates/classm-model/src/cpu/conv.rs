@@ -7,6 +7,7 @@ use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tenso
 use rayon::prelude::*;
 
 use super::gemm::{MatRef, matmul};
+use super::scratch::Scratch;
 use super::{applies, values};
 
 /// Floats of im2col scratch per chunk of images (16 MiB); a chunk holds at least one image.
@@ -66,6 +67,11 @@ impl Geom {
         [self.n, self.o, self.ho, self.wo]
     }
 
+    /// Stride 1 with the output the input's size (3×3 with padding 1, 1×1 without).
+    fn same(&self) -> bool {
+        self.stride == 1 && self.ho == self.h && self.wo == self.w
+    }
+
     /// Output columns `[lo, hi)` whose input column `ox·stride + kj − pad` is inside the image.
     fn columns(&self, kj: usize) -> (usize, usize) {
         let lo = self
@@ -98,32 +104,70 @@ fn im2col(g: &Geom, x: &[f32], n0: usize, b: usize, col: &mut [f32]) {
         .enumerate()
         .for_each(|(r, row)| {
             let (c, ki, kj) = (r / (g.kh * g.kw), (r / g.kw) % g.kh, r % g.kw);
-            let (lo, hi) = g.columns(kj);
-            for i in 0..b {
+            for (i, dst) in row.chunks_exact_mut(p).enumerate() {
                 let src = &x[((n0 + i) * g.c + c) * plane..][..plane];
-                for oy in 0..g.ho {
-                    let dst = &mut row[i * p + oy * g.wo..][..g.wo];
-                    let Some(iy) = g.row(oy, ki).filter(|_| lo < hi) else {
-                        dst.fill(0.0);
-                        continue;
-                    };
-                    let line = &src[iy * g.w..][..g.w];
-                    dst[..lo].fill(0.0);
-                    dst[hi..].fill(0.0);
-                    let ix0 = lo * g.stride + kj - g.pad;
-                    if g.stride == 1 {
-                        dst[lo..hi].copy_from_slice(&line[ix0..ix0 + hi - lo]);
-                    } else {
-                        for (k, d) in dst[lo..hi].iter_mut().enumerate() {
-                            *d = line[ix0 + k * g.stride];
-                        }
-                    }
+                if g.same() {
+                    shifted_copy(g, src, ki, kj, dst);
+                } else {
+                    gather_rows(g, src, ki, kj, dst);
                 }
             }
         });
 }
 
-/// Adds the columns of `dcol` (`[ckk][b·positions]`) back onto the `b·c` planes of `dx`.
+/// im2col row of one image for a stride-1 convolution whose output has the input's size:
+/// the plane shifted by (ki − pad, kj − pad), as one copy, then the wrapped edge columns and
+/// the rows outside the image zeroed.
+fn shifted_copy(g: &Geom, src: &[f32], ki: usize, kj: usize, dst: &mut [f32]) {
+    let (h, w) = (g.h as isize, g.w as isize);
+    let (dy, dx) = (ki as isize - g.pad as isize, kj as isize - g.pad as isize);
+    let off = dy * w + dx;
+    let (oy_lo, oy_hi) = ((-dy).clamp(0, h), (h - dy).clamp(0, h));
+    let (q0, q1) = ((oy_lo * w) as usize, (oy_hi * w).max(oy_lo * w) as usize);
+    let qa = q0.max((-off).max(0) as usize).min(q1);
+    let qb = q1.min((h * w - off).max(0) as usize).max(qa);
+    dst[..qa].fill(0.0);
+    dst[qb..].fill(0.0);
+    if qa < qb {
+        // qa ≥ −off and qb ≤ h·w − off here, so the source range is inside the plane.
+        let (sa, sb) = ((qa as isize + off) as usize, (qb as isize + off) as usize);
+        dst[qa..qb].copy_from_slice(&src[sa..sb]);
+    }
+    let (wu, edge) = (g.w, dx.unsigned_abs().min(g.w));
+    if edge > 0 {
+        for line in dst[q0..q1].chunks_exact_mut(wu) {
+            if dx > 0 {
+                line[wu - edge..].fill(0.0);
+            } else {
+                line[..edge].fill(0.0);
+            }
+        }
+    }
+}
+
+/// im2col row of one image, any stride and padding, a line at a time.
+fn gather_rows(g: &Geom, src: &[f32], ki: usize, kj: usize, dst: &mut [f32]) {
+    let (lo, hi) = g.columns(kj);
+    for (oy, line_out) in dst.chunks_exact_mut(g.wo).enumerate() {
+        let Some(iy) = g.row(oy, ki).filter(|_| lo < hi) else {
+            line_out.fill(0.0);
+            continue;
+        };
+        let line = &src[iy * g.w..][..g.w];
+        line_out[..lo].fill(0.0);
+        line_out[hi..].fill(0.0);
+        let ix0 = lo * g.stride + kj - g.pad;
+        if g.stride == 1 {
+            line_out[lo..hi].copy_from_slice(&line[ix0..ix0 + hi - lo]);
+        } else {
+            for (k, d) in line_out[lo..hi].iter_mut().enumerate() {
+                *d = line[ix0 + k * g.stride];
+            }
+        }
+    }
+}
+
+/// Adds the columns of `dcol` (`[ckk][b·positions]`) onto the `b·c` planes of `dx`.
 fn col2im(g: &Geom, dcol: &[f32], b: usize, dx: &mut [f32]) {
     let (p, plane) = (g.positions(), g.h * g.w);
     let l = b * p;
@@ -132,8 +176,14 @@ fn col2im(g: &Geom, dcol: &[f32], b: usize, dx: &mut [f32]) {
         .enumerate()
         .for_each(|(idx, dst)| {
             let (i, c) = (idx / g.c, idx % g.c);
-            dst.fill(0.0);
             for ki in 0..g.kh {
+                // Output rows whose input row under ki is inside the image.
+                let oy_lo = g.pad.saturating_sub(ki).div_ceil(g.stride).min(g.ho);
+                let oy_hi = if g.h + g.pad > ki {
+                    ((g.h + g.pad - ki - 1) / g.stride + 1).min(g.ho)
+                } else {
+                    0
+                };
                 for kj in 0..g.kw {
                     let (lo, hi) = g.columns(kj);
                     if lo == hi {
@@ -142,8 +192,8 @@ fn col2im(g: &Geom, dcol: &[f32], b: usize, dx: &mut [f32]) {
                     let r = (c * g.kh + ki) * g.kw + kj;
                     let src = &dcol[r * l + i * p..][..p];
                     let ix0 = lo * g.stride + kj - g.pad;
-                    for oy in 0..g.ho {
-                        let Some(iy) = g.row(oy, ki) else { continue };
+                    for oy in oy_lo..oy_hi {
+                        let iy = oy * g.stride + ki - g.pad;
                         let line = &mut dst[iy * g.w..][..g.w];
                         let s = &src[oy * g.wo + lo..oy * g.wo + hi];
                         if g.stride == 1 {
@@ -151,8 +201,8 @@ fn col2im(g: &Geom, dcol: &[f32], b: usize, dx: &mut [f32]) {
                                 *d += v;
                             }
                         } else {
-                            for (k, v) in s.iter().enumerate() {
-                                line[ix0 + k * g.stride] += v;
+                            for (d, v) in line[ix0..].iter_mut().step_by(g.stride).zip(s) {
+                                *d += v;
                             }
                         }
                     }
@@ -172,38 +222,68 @@ fn gather(src: &[f32], b: usize, o: usize, p: usize, dst: &mut [f32]) {
         });
 }
 
-/// `[o][b·p]` → `[b][o][p]`.
-fn scatter(src: &[f32], b: usize, o: usize, p: usize, dst: &mut [f32]) {
-    dst[..b * o * p]
-        .par_chunks_mut(p)
-        .enumerate()
-        .for_each(|(idx, d)| {
-            let (i, oo) = (idx / o, idx % o);
-            d.copy_from_slice(&src[oo * b * p + i * p..][..p]);
-        });
+fn forward(g: &Geom, x: &[f32], w: &[f32]) -> Result<Vec<f32>> {
+    let mut out = Vec::with_capacity(g.n * g.o * g.positions());
+    forward_into(g, x, w, &mut out)?;
+    Ok(out)
 }
 
-fn forward(g: &Geom, x: &[f32], w: &[f32]) -> Result<Vec<f32>> {
+/// Appends the convolution's output to `out`.
+fn forward_into(g: &Geom, x: &[f32], w: &[f32], out: &mut Vec<f32>) -> Result<()> {
     let (p, ckk, o) = (g.positions(), g.ckk(), g.o);
     let chunk = g.chunk();
-    let mut out = vec![0f32; g.n * o * p];
-    let mut col = vec![0f32; ckk * chunk * p];
-    let mut tmp = vec![0f32; if chunk > 1 { o * chunk * p } else { 0 }];
+    let mut col = Scratch::take(ckk * chunk * p);
+    let mut tmp = Scratch::take(o * chunk * p);
     let wm = MatRef::rows(w, o, ckk);
     for n0 in (0..g.n).step_by(chunk) {
         let b = chunk.min(g.n - n0);
         let l = b * p;
         im2col(g, x, n0, b, &mut col);
         let cm = MatRef::rows(&col[..ckk * l], ckk, l);
-        let dst = &mut out[n0 * o * p..(n0 + b) * o * p];
-        if b == 1 {
-            matmul(dst, false, wm, cm)?;
-        } else {
-            matmul(&mut tmp[..o * l], false, wm, cm)?;
-            scatter(&tmp, b, o, p, dst);
+        matmul(&mut tmp[..o * l], false, wm, cm)?;
+        // [o][b·p] → [b][o][p], appended: the output is written once, never zeroed.
+        {
+            for i in 0..b {
+                for oo in 0..o {
+                    out.extend_from_slice(&tmp[oo * l + i * p..][..p]);
+                }
+            }
+        };
+    }
+    Ok(())
+}
+
+/// For stride 1 the input gradient is itself a convolution: of the output gradient with the
+/// kernel flipped and its channels swapped, padding k − 1 − pad. That runs on the forward's
+/// well-shaped gemm and writes dx once, instead of a k²-times larger column gradient that
+/// col2im must add back.
+fn transposed(g: &Geom) -> Option<Geom> {
+    (g.stride == 1 && g.kh == g.kw && g.pad < g.kh).then_some(Geom {
+        n: g.n,
+        c: g.o,
+        h: g.ho,
+        w: g.wo,
+        o: g.c,
+        kh: g.kh,
+        kw: g.kw,
+        stride: 1,
+        pad: g.kh - 1 - g.pad,
+        ho: g.h,
+        wo: g.w,
+    })
+}
+
+/// `w[o][c][i][j]` → `[c][o][kh−1−i][kw−1−j]`.
+fn flipped(g: &Geom, w: &[f32]) -> Vec<f32> {
+    let (kh, kw) = (g.kh, g.kw);
+    let mut out = Vec::with_capacity(w.len());
+    for c in 0..g.c {
+        for o in 0..g.o {
+            let k = &w[(o * g.c + c) * kh * kw..][..kh * kw];
+            out.extend(k.iter().rev());
         }
     }
-    Ok(out)
+    out
 }
 
 /// `[dx (if asked) | dw]`, flat.
@@ -212,10 +292,16 @@ fn backward(g: &Geom, x: &[f32], w: &[f32], dy: &[f32], need_dx: bool) -> Result
     let chunk = g.chunk();
     let image = g.c * g.h * g.w;
     let nx = if need_dx { g.n * image } else { 0 };
-    let mut packed = vec![0f32; nx + o * ckk];
-    let (dx, dw) = packed.split_at_mut(nx);
-    let mut col = vec![0f32; ckk * chunk * p];
-    let mut dyt = vec![0f32; if chunk > 1 { o * chunk * p } else { 0 }];
+    let mut packed = Vec::with_capacity(nx + o * ckk);
+    let via_transposed = need_dx.then(|| transposed(g)).flatten();
+    match via_transposed {
+        Some(gt) => forward_into(&gt, dy, &flipped(g, w), &mut packed)?,
+        // col2im adds into dx.
+        None => packed.resize(nx, 0f32),
+    }
+    let mut dw = Scratch::take(o * ckk);
+    let mut col = Scratch::take(ckk * chunk * p);
+    let mut dyt = Scratch::take(o * chunk * p);
     for n0 in (0..g.n).step_by(chunk) {
         let b = chunk.min(g.n - n0);
         let l = b * p;
@@ -230,23 +316,17 @@ fn backward(g: &Geom, x: &[f32], w: &[f32], dy: &[f32], need_dx: bool) -> Result
         };
         im2col(g, x, n0, b, &mut col);
         // dW (o × ckk) += dYᵀ (o × l) · colᵀ (l × ckk), chunks in order.
-        matmul(
-            dw,
-            n0 > 0,
-            dyt_m,
-            MatRef::transposed(&col[..ckk * l], l, ckk),
-        )?;
-        if need_dx {
+        let cols = MatRef::transposed(&col[..ckk * l], l, ckk);
+        matmul(&mut dw[..o * ckk], n0 > 0, dyt_m, cols)?;
+        if need_dx && via_transposed.is_none() {
             // dcol (ckk × l) = Wᵀ (ckk × o) · dYᵀ (o × l), reusing col's buffer.
-            matmul(
-                &mut col[..ckk * l],
-                false,
-                MatRef::transposed(w, ckk, o),
-                dyt_m,
-            )?;
-            col2im(g, &col, b, &mut dx[n0 * image..(n0 + b) * image]);
+            let wt = MatRef::transposed(w, ckk, o);
+            matmul(&mut col[..ckk * l], false, wt, dyt_m)?;
+            let dx = &mut packed[n0 * image..(n0 + b) * image];
+            col2im(g, &col, b, dx);
         }
     }
+    packed.extend_from_slice(&dw[..o * ckk]);
     Ok(packed)
 }
 

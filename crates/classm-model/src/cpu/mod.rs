@@ -13,6 +13,7 @@ mod gemm;
 pub(crate) mod norm;
 pub(crate) mod pointwise;
 pub(crate) mod pool;
+mod scratch;
 #[cfg(test)]
 mod tests;
 
@@ -33,17 +34,4 @@ fn values<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> Result<&'a [f32]> {
 /// Whether the fast kernels apply: a CPU f32 tensor.
 pub(crate) fn applies(x: &Tensor) -> bool {
     x.device().is_cpu() && x.dtype() == candle_core::DType::F32
-}
-
-/// Sum in f64 over eight independent lanes: vectorisable, and the same order on every run.
-fn sum_f64(xs: &[f32]) -> f64 {
-    let mut acc = [0f64; 8];
-    let chunks = xs.chunks_exact(8);
-    let tail = chunks.remainder();
-    for c in chunks {
-        for (a, &x) in acc.iter_mut().zip(c) {
-            *a += x as f64;
-        }
-    }
-    acc.iter().sum::<f64>() + tail.iter().map(|&x| x as f64).sum::<f64>()
 }

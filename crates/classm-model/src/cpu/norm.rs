@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor, bail};
 use rayon::prelude::*;
 
-use super::{sum_f64, values};
+use super::values;
 
 /// Rows shorter than this are grouped so a rayon task does some work.
 const MIN_TASK: usize = 4096;
@@ -53,19 +53,83 @@ fn dims(l: &Layout) -> Result<Dims> {
     })
 }
 
-/// `f(channel, row)` over every row `[n][c]` of length `s`, summed per channel in f64.
-fn per_channel(x: &[f32], d: &Dims, f: impl Fn(usize, &[f32], usize) -> f64 + Sync) -> Vec<f64> {
+/// `f(channel, row, offset)` over every row `[n][c]` of length `s`, two sums per channel,
+/// rows added in order.
+fn per_channel(
+    x: &[f32],
+    d: &Dims,
+    f: impl Fn(usize, &[f32], usize) -> [f64; 2] + Sync,
+) -> Vec<[f64; 2]> {
     (0..d.c)
         .into_par_iter()
         .map(|c| {
-            (0..d.n)
-                .map(|n| {
-                    let off = (n * d.c + c) * d.s;
-                    f(c, &x[off..off + d.s], off)
-                })
-                .sum()
+            (0..d.n).fold([0.0; 2], |acc, n| {
+                let off = (n * d.c + c) * d.s;
+                let [a, b] = f(c, &x[off..off + d.s], off);
+                [acc[0] + a, acc[1] + b]
+            })
         })
         .collect()
+}
+
+/// Σx and Σx² of a row, over eight f64 lanes: vectorisable, the same order on every run.
+fn moments(r: &[f32]) -> [f64; 2] {
+    let chunks = r.chunks_exact(8);
+    let tail = chunks.remainder();
+    let (mut s, mut q) = ([0f64; 8], [0f64; 8]);
+    for ch in chunks {
+        for j in 0..8 {
+            let v = ch[j] as f64;
+            s[j] += v;
+            q[j] += v * v;
+        }
+    }
+    let (ts, tq) = tail.iter().fold((0f64, 0f64), |(a, b), &v| {
+        (a + v as f64, b + v as f64 * v as f64)
+    });
+    [s.iter().sum::<f64>() + ts, q.iter().sum::<f64>() + tq]
+}
+
+/// Per-channel constants of one normalisation.
+#[derive(Debug, Clone, Copy)]
+struct Channel {
+    mean: f32,
+    invstd: f32,
+    scale: f32,
+    shift: f32,
+}
+
+impl Channel {
+    /// The gradient reaching the normalisation: `g` where the fused ReLU let the value pass.
+    #[inline(always)]
+    fn live(&self, relu: bool, v: f32, g: f32) -> f32 {
+        if !relu || v * self.scale + self.shift > 0.0 {
+            g
+        } else {
+            0.0
+        }
+    }
+
+    /// Σ dy' and Σ dy'·x̂ over a row, eight f64 lanes.
+    fn grad_sums(&self, relu: bool, r: &[f32], g: &[f32]) -> [f64; 2] {
+        let (rc, gc) = (r.chunks_exact(8), g.chunks_exact(8));
+        let (rt, gt) = (rc.remainder(), gc.remainder());
+        let (mut sb, mut sg) = ([0f64; 8], [0f64; 8]);
+        for (xs, gs) in rc.zip(gc) {
+            for j in 0..8 {
+                let t = self.live(relu, xs[j], gs[j]);
+                sb[j] += t as f64;
+                sg[j] += (t * ((xs[j] - self.mean) * self.invstd)) as f64;
+            }
+        }
+        let (mut tb, mut tg) = (0f64, 0f64);
+        for (&v, &gv) in rt.iter().zip(gt) {
+            let t = self.live(relu, v, gv);
+            tb += t as f64;
+            tg += (t * ((v - self.mean) * self.invstd)) as f64;
+        }
+        [sb.iter().sum::<f64>() + tb, sg.iter().sum::<f64>() + tg]
+    }
 }
 
 fn rows_min_len(s: usize) -> usize {
@@ -88,29 +152,16 @@ impl BatchNorm {
         if d.n * d.s < 2 {
             bail!("batch-norm in training mode needs more than one value per channel")
         }
-        let mean = per_channel(x, d, |_, r, _| sum_f64(r));
-        let mean: Vec<f64> = mean.into_iter().map(|s| s / count).collect();
-        let var = per_channel(x, d, |c, r, _| {
-            let m = mean[c];
-            let mut acc = [0f64; 8];
-            let chunks = r.chunks_exact(8);
-            let tail: f64 = chunks
-                .remainder()
-                .iter()
-                .map(|&v| (v as f64 - m).powi(2))
-                .sum();
-            for ch in chunks {
-                for (a, &v) in acc.iter_mut().zip(ch) {
-                    let z = v as f64 - m;
-                    *a += z * z;
-                }
-            }
-            acc.iter().sum::<f64>() + tail
-        });
-        Ok((
-            mean.iter().map(|&m| m as f32).collect(),
-            var.iter().map(|&v| (v / count) as f32).collect(),
-        ))
+        // Σx and Σx² in f64: squares of f32 values are exact there, so E[x²] − mean² keeps
+        // ample digits for activations far from zero mean.
+        let sums = per_channel(x, d, |_, r, _| moments(r));
+        let (mut mean, mut var) = (Vec::with_capacity(d.c), Vec::with_capacity(d.c));
+        for [sx, sxx] in sums {
+            let m = sx / count;
+            mean.push(m as f32);
+            var.push((sxx / count - m * m).max(0.0) as f32);
+        }
+        Ok((mean, var))
     }
 }
 
@@ -239,31 +290,17 @@ impl CustomOp2 for BatchNormBackward {
             shift,
             ..
         } = &self.saved;
+        let ch = |c: usize| Channel {
+            mean: mean[c],
+            invstd: invstd[c],
+            scale: scale[c],
+            shift: shift[c],
+        };
         let relu = self.relu;
-        // The gradient that reaches the normalisation: dy where the fused ReLU passed.
-        let live = |c: usize, v: f32, g: f32| -> f32 {
-            if relu && v * scale[c] + shift[c] <= 0.0 {
-                0.0
-            } else {
-                g
-            }
-        };
-        let sums = |c: usize, r: &[f32], off: usize, with_xhat: bool| -> f64 {
-            let g = &dy[off..off + r.len()];
-            let (m, is) = (mean[c], invstd[c]);
-            let mut acc = [0f64; 8];
-            for (k, (&v, &gv)) in r.iter().zip(g).enumerate() {
-                let t = live(c, v, gv) as f64;
-                acc[k % 8] += if with_xhat {
-                    t * ((v - m) * is) as f64
-                } else {
-                    t
-                };
-            }
-            acc.iter().sum()
-        };
-        let dbeta = per_channel(x, &d, |c, r, off| sums(c, r, off, false));
-        let dgamma = per_channel(x, &d, |c, r, off| sums(c, r, off, true));
+        let sums = per_channel(x, &d, |c, r, off| {
+            ch(c).grad_sums(relu, r, &dy[off..off + r.len()])
+        });
+        let (dbeta, dgamma): (Vec<f64>, Vec<f64>) = sums.into_iter().map(|[b, g]| (b, g)).unzip();
         let count = (d.n * d.s) as f64;
         let mut out = vec![0f32; x.len() + 2 * d.c];
         let (dx, rest) = out.split_at_mut(x.len());
@@ -273,17 +310,18 @@ impl CustomOp2 for BatchNormBackward {
             .enumerate()
             .for_each(|(row, o)| {
                 let c = row % d.c;
+                let k = ch(c);
                 let off = row * d.s;
                 let (r, g) = (&x[off..off + d.s], &dy[off..off + d.s]);
-                let (m, is, a) = (mean[c], invstd[c], scale[c]);
-                let (mb, mg) = ((dbeta[c] / count) as f32, (dgamma[c] / count) as f32);
+                // dx = scale·(dy' − mean(dy') − x̂·mean(dy'·x̂)) in training, scale·dy' in eval.
+                let (mb, mg) = if train {
+                    ((dbeta[c] / count) as f32, (dgamma[c] / count) as f32)
+                } else {
+                    (0.0, 0.0)
+                };
                 for ((o, &v), &gv) in o.iter_mut().zip(r).zip(g) {
-                    let t = live(c, v, gv);
-                    *o = if train {
-                        a * (t - mb - (v - m) * is * mg)
-                    } else {
-                        a * t
-                    };
+                    let t = k.live(relu, v, gv);
+                    *o = k.scale * (t - mb - (v - k.mean) * k.invstd * mg);
                 }
             });
         for c in 0..d.c {

@@ -52,6 +52,12 @@ fn convolution_and_its_gradients_match_candle() {
         (1, 2, 2, 3, 3, 3, 1, 1),
         (2, 2, 5, 5, 3, 3, 3, 0),
         (16, 64, 32, 32, 64, 3, 1, 1),
+        (2, 3, 1, 1, 4, 3, 1, 1),
+        (2, 3, 2, 2, 4, 3, 1, 1),
+        (2, 3, 1, 5, 4, 3, 1, 1),
+        (2, 3, 4, 1, 4, 3, 1, 1),
+        (2, 3, 3, 3, 2, 1, 1, 0),
+        (5, 2, 7, 6, 3, 5, 1, 2),
     ]
     .iter()
     .enumerate()
@@ -174,4 +180,90 @@ fn residual_join_matches_candle() {
     for v in [&a, &b] {
         assert_eq!(rel_diff(g1.get(v).unwrap(), g2.get(v).unwrap()), 0.0);
     }
+}
+
+/// Direct convolution and its gradients for upstream gradient `r`, by definition.
+#[allow(clippy::too_many_arguments)]
+fn naive_conv(
+    x: &[f32],
+    wt: &[f32],
+    r: &[f32],
+    [n, c, h, w]: [usize; 4],
+    [o, k]: [usize; 2],
+    s: usize,
+    p: usize,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let (ho, wo) = ((h + 2 * p - k) / s + 1, (w + 2 * p - k) / s + 1);
+    let mut y = vec![0f32; n * o * ho * wo];
+    let (mut dx, mut dw) = (vec![0f32; x.len()], vec![0f32; wt.len()]);
+    for b in 0..n {
+        for oo in 0..o {
+            for oy in 0..ho {
+                for ox in 0..wo {
+                    let yi = ((b * o + oo) * ho + oy) * wo + ox;
+                    for cc in 0..c {
+                        for ki in 0..k {
+                            for kj in 0..k {
+                                let (iy, ix) = (oy * s + ki, ox * s + kj);
+                                if iy < p || ix < p || iy - p >= h || ix - p >= w {
+                                    continue;
+                                }
+                                let xi = ((b * c + cc) * h + iy - p) * w + ix - p;
+                                let wi = ((oo * c + cc) * k + ki) * k + kj;
+                                y[yi] += x[xi] * wt[wi];
+                                dx[xi] += r[yi] * wt[wi];
+                                dw[wi] += r[yi] * x[xi];
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    (y, dx, dw)
+}
+
+#[test]
+fn every_small_geometry_matches_a_direct_convolution() {
+    let close = |a: &Tensor, b: &[f32]| {
+        let a = a.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let scale = b.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
+        a.len() == b.len() && a.iter().zip(b).all(|(x, y)| (x - y).abs() <= 1e-5 * scale)
+    };
+    let mut cases = 0;
+    for h in 1..=5 {
+        for w in [1, 2, 4, 5] {
+            for k in [1, 2, 3, 5] {
+                for s in 1..=3 {
+                    for p in 0..=2 {
+                        if h + 2 * p < k || w + 2 * p < k {
+                            continue;
+                        }
+                        let seed = (h * 1000 + w * 100 + k * 10 + s + p * 7) as u64;
+                        let x = Var::from_tensor(&randn(&[2, 2, h, w], seed)).unwrap();
+                        let wt = Var::from_tensor(&randn(&[3, 2, k, k], seed + 1)).unwrap();
+                        let y = super::conv::conv2d(x.as_tensor(), wt.as_tensor(), s, p).unwrap();
+                        let r = randn(y.dims(), seed + 2);
+                        let g = (&y * &r).unwrap().sum_all().unwrap().backward().unwrap();
+                        let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                        let (wy, wdx, wdw) = naive_conv(
+                            &flat(x.as_tensor()),
+                            &flat(wt.as_tensor()),
+                            &flat(&r),
+                            [2, 2, h, w],
+                            [3, k],
+                            s,
+                            p,
+                        );
+                        let case = format!("{h}×{w} k{k} s{s} p{p}");
+                        assert!(close(&y, &wy), "{case}: forward");
+                        assert!(close(g.get(&x).unwrap(), &wdx), "{case}: input gradient");
+                        assert!(close(g.get(&wt).unwrap(), &wdw), "{case}: weight gradient");
+                        cases += 1;
+                    }
+                }
+            }
+        }
+    }
+    assert!(cases > 300, "{cases} cases");
 }
