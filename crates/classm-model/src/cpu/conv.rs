@@ -6,9 +6,13 @@
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor, bail};
 use rayon::prelude::*;
 
-use super::gemm::{MatRef, matmul};
+use super::gemm::{MatRef, matmul, matmul_append};
 use super::scratch::Scratch;
 use super::{applies, values};
+
+/// Positions per image from which each image gets its own product written straight into
+/// the output; below it, one product per chunk and a reordering copy.
+const PER_IMAGE: usize = 64;
 
 /// Floats of im2col scratch per chunk of images (16 MiB); a chunk holds at least one image.
 const COL_BUDGET: usize = 1 << 22;
@@ -233,22 +237,34 @@ fn forward_into(g: &Geom, x: &[f32], w: &[f32], out: &mut Vec<f32>) -> Result<()
     let (p, ckk, o) = (g.positions(), g.ckk(), g.o);
     let chunk = g.chunk();
     let mut col = Scratch::take(ckk * chunk * p);
-    let mut tmp = Scratch::take(o * chunk * p);
+    let mut tmp = Scratch::take(if p >= PER_IMAGE { 0 } else { o * chunk * p });
     let wm = MatRef::rows(w, o, ckk);
     for n0 in (0..g.n).step_by(chunk) {
         let b = chunk.min(g.n - n0);
         let l = b * p;
         im2col(g, x, n0, b, &mut col);
-        let cm = MatRef::rows(&col[..ckk * l], ckk, l);
-        matmul(&mut tmp[..o * l], false, wm, cm)?;
-        // [o][b·p] → [b][o][p], appended: the output is written once, never zeroed.
-        {
+        if p >= PER_IMAGE {
+            // Straight into the output, one product per image over its columns.
+            for i in 0..b {
+                let cm = MatRef {
+                    data: &col[i * p..ckk * l],
+                    rows: ckk,
+                    cols: p,
+                    rs: l,
+                    cs: 1,
+                };
+                matmul_append(out, wm, cm)?;
+            }
+        } else {
+            // Few positions: one product for the chunk, then [o][b·p] → [b][o][p].
+            let cm = MatRef::rows(&col[..ckk * l], ckk, l);
+            matmul(&mut tmp[..o * l], false, wm, cm)?;
             for i in 0..b {
                 for oo in 0..o {
                     out.extend_from_slice(&tmp[oo * l + i * p..][..p]);
                 }
             }
-        };
+        }
     }
     Ok(())
 }
@@ -299,7 +315,6 @@ fn backward(g: &Geom, x: &[f32], w: &[f32], dy: &[f32], need_dx: bool) -> Result
         // col2im adds into dx.
         None => packed.resize(nx, 0f32),
     }
-    let mut dw = Scratch::take(o * ckk);
     let mut col = Scratch::take(ckk * chunk * p);
     let mut dyt = Scratch::take(o * chunk * p);
     for n0 in (0..g.n).step_by(chunk) {
@@ -317,7 +332,11 @@ fn backward(g: &Geom, x: &[f32], w: &[f32], dy: &[f32], need_dx: bool) -> Result
         im2col(g, x, n0, b, &mut col);
         // dW (o × ckk) += dYᵀ (o × l) · colᵀ (l × ckk), chunks in order.
         let cols = MatRef::transposed(&col[..ckk * l], l, ckk);
-        matmul(&mut dw[..o * ckk], n0 > 0, dyt_m, cols)?;
+        if n0 == 0 {
+            matmul_append(&mut packed, dyt_m, cols)?;
+        } else {
+            matmul(&mut packed[nx..], true, dyt_m, cols)?;
+        }
         if need_dx && via_transposed.is_none() {
             // dcol (ckk × l) = Wᵀ (ckk × o) · dYᵀ (o × l), reusing col's buffer.
             let wt = MatRef::transposed(w, ckk, o);
@@ -326,7 +345,6 @@ fn backward(g: &Geom, x: &[f32], w: &[f32], dy: &[f32], need_dx: bool) -> Result
             col2im(g, &col, b, dx);
         }
     }
-    packed.extend_from_slice(&dw[..o * ckk]);
     Ok(packed)
 }
 

@@ -48,19 +48,8 @@ impl<'a> MatRef<'a> {
 /// rayon pool. The gemm kernel splits rows and columns among threads, never the inner
 /// dimension, so the result does not depend on the thread count.
 pub(crate) fn matmul(dst: &mut [f32], accumulate: bool, a: MatRef, b: MatRef) -> Result<()> {
+    check(dst.len(), a, b)?;
     let (m, k, n) = (a.rows, a.cols, b.cols);
-    if b.rows != k || dst.len() < m * n || !a.fits() || !b.fits() {
-        bail!(
-            "matmul extents: dst {} for {m}×{n}, a {}×{} over {}, b {}×{} over {}",
-            dst.len(),
-            a.rows,
-            a.cols,
-            a.data.len(),
-            b.rows,
-            b.cols,
-            b.data.len()
-        );
-    }
     if m == 0 || n == 0 {
         return Ok(());
     }
@@ -70,15 +59,66 @@ pub(crate) fn matmul(dst: &mut [f32], accumulate: bool, a: MatRef, b: MatRef) ->
         }
         return Ok(());
     }
-    // SAFETY: the checks above keep every index the kernel forms — (i·rs + j·cs) for
-    // i < rows, j < cols — inside its slice; `dst` is exclusively borrowed and holds m·n
-    // row-major elements; the inputs are shared borrows that outlive the call.
+    // SAFETY: `check` keeps every index the kernel forms — (i·rs + j·cs) for i < rows,
+    // j < cols — inside its slice; `dst` is exclusively borrowed and holds m·n row-major
+    // elements; the inputs are shared borrows that outlive the call.
+    unsafe { kernel(dst.as_mut_ptr(), accumulate, a, b) };
+    Ok(())
+}
+
+/// Appends `a·b` (m×n, row-major) to `out` without initialising the space first: the output
+/// of a layer is written once, by the kernel.
+pub(crate) fn matmul_append(out: &mut Vec<f32>, a: MatRef, b: MatRef) -> Result<()> {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    check(m * n, a, b)?;
+    if m == 0 || n == 0 {
+        return Ok(());
+    }
+    if k == 0 {
+        out.resize(out.len() + m * n, 0.0);
+        return Ok(());
+    }
+    out.reserve(m * n);
+    let start = out.len();
+    // SAFETY: as in `matmul` for the operands. The destination is the reserved spare capacity
+    // (at least m·n elements past `start`); with `read_dst` false the kernel only writes it,
+    // every one of the m·n elements (dst := a·b, k ≥ 1), so all of them are initialised
+    // before `set_len` exposes them.
+    unsafe {
+        kernel(out.as_mut_ptr().add(start), false, a, b);
+        out.set_len(start + m * n);
+    }
+    Ok(())
+}
+
+fn check(dst_len: usize, a: MatRef, b: MatRef) -> Result<()> {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    if b.rows != k || dst_len < m * n || !a.fits() || !b.fits() {
+        bail!(
+            "matmul extents: dst {} for {m}×{n}, a {}×{} over {}, b {}×{} over {}",
+            dst_len,
+            a.rows,
+            a.cols,
+            a.data.len(),
+            b.rows,
+            b.cols,
+            b.data.len()
+        );
+    }
+    Ok(())
+}
+
+/// The gemm call. Callers guarantee that `dst` points to m·n writable row-major elements
+/// (readable too when `accumulate`) and that both views fit their slices.
+unsafe fn kernel(dst: *mut f32, accumulate: bool, a: MatRef, b: MatRef) {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    // SAFETY: forwarded from the caller's guarantees.
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
-            dst.as_mut_ptr(),
+            dst,
             1,
             n as isize,
             accumulate,
@@ -96,7 +136,6 @@ pub(crate) fn matmul(dst: &mut [f32], accumulate: bool, a: MatRef, b: MatRef) ->
             gemm::Parallelism::Rayon(0),
         );
     }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -129,6 +168,13 @@ mod tests {
         matmul(&mut dst, true, ma, mb).unwrap();
         for (x, y) in dst.iter().zip(&want) {
             assert!((x - 2.0 * y).abs() < 1e-5);
+        }
+        let mut out = vec![7.0f32];
+        matmul_append(&mut out, ma, mb).unwrap();
+        assert_eq!(out.len(), 41);
+        assert_eq!(out[0], 7.0);
+        for (x, y) in out[1..].iter().zip(&want) {
+            assert!((x - y).abs() < 1e-5);
         }
         // a's transpose read from a 7×5 row-major buffer.
         let at = MatRef::transposed(&a, 5, 7);
