@@ -224,10 +224,11 @@ pub fn run(a: &ModelArgs) -> Result<()> {
         for _ in 0..a.rounds.max(1) {
             let (cf, ct) = time_candle_child(c, a)?;
             (f, t) = (f.max(cf), t.max(ct));
-            if !a.no_python {
-                if let Ok((pf, pt)) = time_torch(c, a.batch, a.steps) {
-                    torch = Some(torch.map_or((pf, pt), |(x, y)| (x.max(pf), y.max(pt))));
-                }
+            if a.no_python {
+                continue;
+            }
+            if let Ok((pf, pt)) = time_torch(c, a.batch, a.steps) {
+                torch = Some(torch.map_or((pf, pt), |(x, y)| (x.max(pf), y.max(pt))));
             }
         }
         eprintln!(
