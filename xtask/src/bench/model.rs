@@ -90,7 +90,10 @@ fn run_one(spec: &str, a: &ModelArgs) -> Result<()> {
         width,
         threads,
     };
-    let (f, t) = time_candle(c, a.batch, a.steps)?;
+    // Inside the pool, as a training loop runs: the kernels' parallel sections start on a
+    // worker instead of waking one from outside for every layer.
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build()?;
+    let (f, t) = pool.install(|| time_candle(c, a.batch, a.steps))?;
     println!(
         "{}",
         serde_json::json!({ "forward_img_s": f, "train_img_s": t })
