@@ -43,9 +43,16 @@ impl HubWeights {
         }
     }
 
-    /// Fills unset fields from `HF_ENDPOINT`, `HF_HOME`, `HF_TOKEN` and `HF_HUB_OFFLINE`.
-    pub fn with_env(mut self) -> Self {
-        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    /// Fills unset fields from `HF_ENDPOINT`, `HF_HUB_CACHE` (else `HF_HOME`/hub), `HF_TOKEN`
+    /// and `HF_HUB_OFFLINE`.
+    pub fn with_env(self) -> Self {
+        self.with_vars(|k| std::env::var(k).ok())
+    }
+
+    /// [`HubWeights::with_env`] over any source of variables (a configuration file, a test's
+    /// map); empty values count as unset. Fields already set win.
+    pub fn with_vars(mut self, lookup: impl Fn(&str) -> Option<String>) -> Self {
+        let var = |k: &str| lookup(k).filter(|v| !v.is_empty());
         self.endpoint = self.endpoint.or_else(|| var("HF_ENDPOINT"));
         self.cache_dir = self
             .cache_dir

@@ -92,7 +92,9 @@ fn run_one(spec: &str, a: &ModelArgs) -> Result<()> {
     };
     // Inside the pool, as a training loop runs: the kernels' parallel sections start on a
     // worker instead of waking one from outside for every layer.
-    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build()?;
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()?;
     let (f, t) = pool.install(|| time_candle(c, a.batch, a.steps))?;
     println!(
         "{}",

@@ -237,3 +237,61 @@ fn hub_failures_are_typed() {
 fn problem_message(w: HubWeights) -> String {
     w.fetch().unwrap_err().to_string()
 }
+
+#[test]
+fn hub_settings_come_from_environment_variables() {
+    let hub = serve(checkpoint_bytes());
+    let home = tempfile::tempdir().unwrap();
+    let home_s = home.path().display().to_string();
+    let vars = |pairs: &[(&str, &str)]| {
+        let m: std::collections::HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k: &str| m.get(k).cloned()
+    };
+    let base = HubWeights {
+        repo: "timm/gated".into(),
+        ..HubWeights::resnet18()
+    };
+    let w = base.clone().with_vars(vars(&[
+        ("HF_ENDPOINT", &hub.endpoint),
+        ("HF_HOME", &home_s),
+        ("HF_TOKEN", "good"),
+    ]));
+    assert_eq!(w.endpoint.as_deref(), Some(hub.endpoint.as_str()));
+    assert_eq!(w.cache_dir, Some(home.path().join("hub")));
+    // The gated repository opens with the token from the environment.
+    let path = w.fetch().unwrap();
+    assert!(
+        path.starts_with(home.path().join("hub")),
+        "{}",
+        path.display()
+    );
+
+    // HF_HUB_CACHE wins over HF_HOME, an empty value is unset, a field already set wins.
+    let w = base.clone().with_vars(vars(&[
+        ("HF_HUB_CACHE", "/c"),
+        ("HF_HOME", "/h"),
+        ("HF_TOKEN", ""),
+    ]));
+    assert_eq!(w.cache_dir, Some(std::path::PathBuf::from("/c")));
+    assert_eq!(w.token, None);
+    let explicit = HubWeights {
+        endpoint: Some("http://x".into()),
+        ..base.clone()
+    }
+    .with_vars(vars(&[("HF_ENDPOINT", "http://y")]));
+    assert_eq!(explicit.endpoint.as_deref(), Some("http://x"));
+
+    // HF_HUB_OFFLINE: served from the cache filled above without a request.
+    let before = hub.requests.load(Ordering::SeqCst);
+    let offline = base.with_vars(vars(&[
+        ("HF_ENDPOINT", &hub.endpoint),
+        ("HF_HOME", &home_s),
+        ("HF_HUB_OFFLINE", "1"),
+    ]));
+    assert!(offline.offline);
+    assert_eq!(offline.fetch().unwrap(), path);
+    assert_eq!(hub.requests.load(Ordering::SeqCst), before);
+}
