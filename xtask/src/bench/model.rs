@@ -25,6 +25,9 @@ pub struct ModelArgs {
     /// Also the paper's size (256 px, width 64): minutes per configuration on a small CPU.
     #[arg(long)]
     pub paper: bool,
+    /// Only these configurations, as SIZExWIDTH (e.g. `--only 256x64`); repeatable.
+    #[arg(long, value_name = "SIZExWIDTH")]
+    pub only: Vec<String>,
     /// Images per batch.
     #[arg(long, default_value_t = 16)]
     pub batch: usize,
@@ -220,6 +223,15 @@ pub fn run(a: &ModelArgs) -> Result<()> {
                 width: 64,
                 threads,
             });
+        }
+    }
+    if !a.only.is_empty() {
+        configs.retain(|c| a.only.contains(&format!("{}x{}", c.size, c.width)));
+        if configs.is_empty() {
+            bail!(
+                "--only {:?} matches no configuration (add --paper for 256x64)",
+                a.only
+            );
         }
     }
     let mut rows = Vec::new();
