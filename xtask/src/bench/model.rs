@@ -61,21 +61,22 @@ fn candle_env(threads: usize) -> [(&'static str, String); 3] {
 /// Times candle for one configuration in a child process, so that the thread counts (read
 /// once per process by candle) are the configuration's.
 fn time_candle_child(c: Config, a: &ModelArgs) -> Result<(f64, f64)> {
-    let out = Command::new(std::env::current_exe()?)
-        .args(["bench", "model", "--batch", &a.batch.to_string()])
+    let mut cmd = Command::new(std::env::current_exe()?);
+    cmd.args(["bench", "model", "--batch", &a.batch.to_string()])
         .args(["--steps", &a.steps.to_string()])
         .args(["--one", &format!("{},{},{}", c.size, c.width, c.threads)])
-        .envs(candle_env(c.threads))
-        .output()
-        .context("starting the candle measurement")?;
+        .envs(candle_env(c.threads));
+    throughput(cmd, "the candle measurement")
+}
+
+/// Runs a measurement that prints `{"forward_img_s": …, "train_img_s": …}`.
+fn throughput(mut cmd: Command, what: &str) -> Result<(f64, f64)> {
+    let out = cmd.output().with_context(|| format!("starting {what}"))?;
     if !out.status.success() {
-        bail!(
-            "candle measurement: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
+        bail!("{what}: {}", String::from_utf8_lossy(&out.stderr).trim());
     }
     let v: serde_json::Value = serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim())?;
-    let get = |k: &str| v[k].as_f64().with_context(|| format!("no {k}"));
+    let get = |k: &str| v[k].as_f64().with_context(|| format!("{what}: no {k}"));
     Ok((get("forward_img_s")?, get("train_img_s")?))
 }
 
@@ -175,8 +176,8 @@ fn time_torch(c: Config, batch: usize, steps: usize) -> Result<(f64, f64)> {
     let py = std::env::var_os(super::data::PYTHON_ENV)
         .map(PathBuf::from)
         .unwrap_or_else(|| paths::repo_root().join("target/torch-venv/bin/python"));
-    let out = Command::new(&py)
-        .arg(paths::repo_root().join("xtask/python/bench_model.py"))
+    let mut cmd = Command::new(&py);
+    cmd.arg(paths::repo_root().join("xtask/python/bench_model.py"))
         .args([
             "--size",
             &c.size.to_string(),
@@ -189,18 +190,8 @@ fn time_torch(c: Config, batch: usize, steps: usize) -> Result<(f64, f64)> {
             "--threads",
             &c.threads.to_string(),
         ])
-        .args(["--steps", &steps.to_string()])
-        .output()
-        .with_context(|| format!("starting {}", py.display()))?;
-    if !out.status.success() {
-        bail!(
-            "bench_model.py: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    let v: serde_json::Value = serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim())?;
-    let get = |k: &str| v[k].as_f64().with_context(|| format!("no {k}"));
-    Ok((get("forward_img_s")?, get("train_img_s")?))
+        .args(["--steps", &steps.to_string()]);
+    throughput(cmd, &format!("bench_model.py ({})", py.display()))
 }
 
 /// `bench model`.

@@ -24,6 +24,19 @@ fn pair<'a>(
     Ok((values(s1, l1, op)?, values(s2, l2, op)?))
 }
 
+/// `f` over two slices of one length, in parallel chunks.
+fn map2(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32> {
+    let mut out = vec![0f32; a.len()];
+    out.par_chunks_mut(CHUNK)
+        .zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK)))
+        .for_each(|(o, (a, b))| {
+            for ((o, &x), &y) in o.iter_mut().zip(a).zip(b) {
+                *o = f(x, y);
+            }
+        });
+    out
+}
+
 impl CustomOp2 for AddRelu {
     fn name(&self) -> &'static str {
         "classm-add-relu"
@@ -37,14 +50,7 @@ impl CustomOp2 for AddRelu {
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let (a, b) = pair(s1, l1, s2, l2, "add-relu")?;
-        let mut out = vec![0f32; a.len()];
-        out.par_chunks_mut(CHUNK)
-            .zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK)))
-            .for_each(|(o, (a, b))| {
-                for ((o, &x), &y) in o.iter_mut().zip(a).zip(b) {
-                    *o = (x + y).max(0.0);
-                }
-            });
+        let out = map2(a, b, |x, y| (x + y).max(0.0));
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
 
@@ -77,14 +83,7 @@ impl CustomOp2 for ReluMask {
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let (y, g) = pair(s1, l1, s2, l2, "relu backward")?;
-        let mut out = vec![0f32; y.len()];
-        out.par_chunks_mut(CHUNK)
-            .zip(y.par_chunks(CHUNK).zip(g.par_chunks(CHUNK)))
-            .for_each(|(o, (y, g))| {
-                for ((o, &y), &g) in o.iter_mut().zip(y).zip(g) {
-                    *o = if y > 0.0 { g } else { 0.0 };
-                }
-            });
+        let out = map2(y, g, |y, g| if y > 0.0 { g } else { 0.0 });
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
 }
