@@ -267,3 +267,17 @@ fn every_small_geometry_matches_a_direct_convolution() {
     }
     assert!(cases > 300, "{cases} cases");
 }
+
+#[test]
+fn mismatched_shapes_are_errors_not_panics() {
+    let x = randn(&[2, 3, 8, 8], 1);
+    assert!(super::conv::conv2d(&x, &randn(&[4, 2, 3, 3], 2), 1, 1).is_err());
+    assert!(super::conv::conv2d(&x, &randn(&[4, 3, 11, 11], 2), 1, 1).is_err());
+    assert!(super::conv::conv2d(&randn(&[2, 3, 8], 1), &randn(&[4, 3, 3, 3], 2), 1, 1).is_err());
+    assert!(super::conv::conv2d(&x, &randn(&[4, 3, 3, 3], 2), 0, 1).is_err());
+    let empty = super::conv::conv2d(&randn(&[0, 3, 8, 8], 1), &randn(&[4, 3, 3, 3], 2), 1, 1);
+    assert_eq!(empty.unwrap().dims(), &[0, 4, 8, 8]);
+    let a = randn(&[2, 3], 1);
+    assert!(crate::layers::add_relu(&a, &randn(&[3, 2], 2), Kernels::Auto).is_err());
+    assert!(super::pool::max_pool_3x3_s2(&a).is_err());
+}
