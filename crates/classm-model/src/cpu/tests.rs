@@ -281,3 +281,42 @@ fn mismatched_shapes_are_errors_not_panics() {
     assert!(crate::layers::add_relu(&a, &randn(&[3, 2], 2), Kernels::Auto).is_err());
     assert!(super::pool::max_pool_3x3_s2(&a).is_err());
 }
+
+#[test]
+fn larger_odd_sizes_and_paddings_match_a_direct_convolution() {
+    let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    for (h, w) in [(10, 10), (11, 13), (10, 17), (16, 9)] {
+        for p in 0..=2 {
+            let case = format!("{h}×{w} p{p}");
+            let x = Var::from_tensor(&randn(&[3, 5, h, w], (h * 31 + w + p) as u64)).unwrap();
+            let wt = Var::from_tensor(&randn(&[4, 5, 3, 3], 77 + p as u64)).unwrap();
+            let y = super::conv::conv2d(x.as_tensor(), wt.as_tensor(), 1, p).unwrap();
+            let r = randn(y.dims(), 5);
+            let g = (&y * &r).unwrap().sum_all().unwrap().backward().unwrap();
+            let (wy, wdx, wdw) = naive_conv(
+                &flat(x.as_tensor()),
+                &flat(wt.as_tensor()),
+                &flat(&r),
+                [3, 5, h, w],
+                [4, 3],
+                1,
+                p,
+            );
+            for (what, got, want) in [
+                ("forward", flat(&y), wy),
+                ("input gradient", flat(g.get(&x).unwrap()), wdx),
+                ("weight gradient", flat(g.get(&wt).unwrap()), wdw),
+            ] {
+                let scale = want.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
+                let err = got
+                    .iter()
+                    .zip(&want)
+                    .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+                assert!(
+                    got.len() == want.len() && err <= 1e-5 * scale,
+                    "{case} {what}: {err}"
+                );
+            }
+        }
+    }
+}
