@@ -1,7 +1,8 @@
 //! 2-D convolution without bias (one group, no dilation): im2col of a chunk of images into
 //! one `[C·kh·kw, images·positions]` matrix and a single gemm per chunk, so deep layers with
 //! few positions still make one large product. The backward computes the weight gradient
-//! (summed over chunks in order) and the input gradient (gemm + col2im) in one op.
+//! (summed over chunks in order) and the input gradient in one op: for stride 1 as the
+//! transposed convolution, otherwise as gemm + col2im.
 
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor, bail};
 use rayon::prelude::*;
@@ -344,6 +345,10 @@ fn backward(g: &Geom, x: &[f32], w: &[f32], dy: &[f32], need_dx: bool) -> Result
             let dx = &mut packed[n0 * image..(n0 + b) * image];
             col2im(g, &col, b, dx);
         }
+    }
+    if g.n == 0 {
+        // No images: a zero weight gradient.
+        packed.resize(nx + o * ckk, 0.0);
     }
     Ok(packed)
 }

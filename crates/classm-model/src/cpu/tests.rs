@@ -275,8 +275,21 @@ fn mismatched_shapes_are_errors_not_panics() {
     assert!(super::conv::conv2d(&x, &randn(&[4, 3, 11, 11], 2), 1, 1).is_err());
     assert!(super::conv::conv2d(&randn(&[2, 3, 8], 1), &randn(&[4, 3, 3, 3], 2), 1, 1).is_err());
     assert!(super::conv::conv2d(&x, &randn(&[4, 3, 3, 3], 2), 0, 1).is_err());
-    let empty = super::conv::conv2d(&randn(&[0, 3, 8, 8], 1), &randn(&[4, 3, 3, 3], 2), 1, 1);
-    assert_eq!(empty.unwrap().dims(), &[0, 4, 8, 8]);
+    let wt = Var::from_tensor(&randn(&[4, 3, 3, 3], 2)).unwrap();
+    let empty = super::conv::conv2d(&randn(&[0, 3, 8, 8], 1), wt.as_tensor(), 1, 1).unwrap();
+    assert_eq!(empty.dims(), &[0, 4, 8, 8]);
+    let g = empty.sum_all().unwrap().backward().unwrap();
+    assert_eq!(
+        g.get(&wt)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap(),
+        0.0
+    );
     let a = randn(&[2, 3], 1);
     assert!(crate::layers::add_relu(&a, &randn(&[3, 2], 2), Kernels::Auto).is_err());
     assert!(super::pool::max_pool_3x3_s2(&a).is_err());
