@@ -24,7 +24,9 @@ fn pattern(shape: &[usize], seed: u64) -> Tensor {
     Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
 }
 
-/// A network whose variables are copies of `like`'s (or fresh ones), with its map.
+/// A network whose variables are copies of `like`'s, or a fixed initialisation seeded by
+/// each variable's name (candle's generator cannot be seeded, and a HashMap's order changes
+/// between processes), with its map.
 fn network(like: Option<&VarMap>, kernels: Kernels) -> (VarMap, ClassmNet) {
     let map = VarMap::new();
     let net = ClassmNet::new(
@@ -33,11 +35,28 @@ fn network(like: Option<&VarMap>, kernels: Kernels) -> (VarMap, ClassmNet) {
     )
     .unwrap()
     .with_kernels(kernels);
-    if let Some(like) = like {
-        let src = like.data().lock().unwrap();
-        for (k, v) in map.data().lock().unwrap().iter() {
-            v.set(src[k].as_tensor()).unwrap();
-        }
+    for (k, v) in map.data().lock().unwrap().iter() {
+        let t = match like {
+            Some(like) => like.data().lock().unwrap()[k].as_tensor().copy().unwrap(),
+            None => {
+                let seed = k
+                    .bytes()
+                    .fold(17u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
+                let dims = v.as_tensor().dims().to_vec();
+                let fan_in: usize = dims[1..].iter().product::<usize>().max(1);
+                let p = pattern(&dims, seed % 1000);
+                if k.ends_with("running_var") {
+                    p.affine(0.1, 1.0).unwrap()
+                } else if k.ends_with("running_mean") || k.ends_with("bias") {
+                    (p * 0.1).unwrap()
+                } else if dims.len() == 1 {
+                    p.affine(0.2, 1.0).unwrap()
+                } else {
+                    (p * (3.0 / fan_in as f64).sqrt()).unwrap()
+                }
+            }
+        };
+        v.set(&t).unwrap();
     }
     (map, net)
 }
@@ -93,9 +112,10 @@ fn cpu_kernels_match_candle_on_the_whole_network() {
     let b = train_step(&map_b, &net_b);
     assert_eq!(a.len(), b.len());
     // Each kernel agrees with candle to 1e-5 (unit tests); through twenty layers of
-    // train-mode BatchNorm the different summation orders compound to about 1e-4.
+    // train-mode BatchNorm the different summation orders compound, to 1.7e-5 at worst with
+    // this initialisation.
     for (k, ta) in &a {
-        super::golden::assert_close(ta, &b[k], 5e-4, k);
+        super::golden::assert_close(ta, &b[k], 2e-4, k);
     }
 }
 
