@@ -2,6 +2,8 @@
 //! for profiling (`perf record`); `cargo xtask bench model` is the benchmark against PyTorch.
 //!
 //! `cargo run --release -p classm-model --example step -- [size] [width] [batch] [reps]`
+//! (with `CANDLE_BARRIER_POOL_SPIN_LIMIT=1` and `CANDLE_NUM_THREADS` = `RAYON_NUM_THREADS`, as
+//! the benchmark sets them).
 
 use std::time::Instant;
 
@@ -9,7 +11,12 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use classm_model::{ClassmConfig, ClassmNet, ResNetConfig};
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    // Inside the rayon pool, as a training loop runs (RAYON_NUM_THREADS sets its size).
+    rayon::ThreadPoolBuilder::new().build()?.install(run)
+}
+
+fn run() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let arg = |i: usize, d: usize| -> usize {
         std::env::args()
             .nth(i)
