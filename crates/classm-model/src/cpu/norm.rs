@@ -132,6 +132,14 @@ impl Channel {
     }
 }
 
+/// `f(channel, offset, row)` over every output row `[n][c]` of length `s`, in parallel.
+fn per_row(out: &mut [f32], d: &Dims, f: impl Fn(usize, usize, &mut [f32]) + Sync) {
+    out.par_chunks_mut(d.s.max(1))
+        .with_min_len(rows_min_len(d.s))
+        .enumerate()
+        .for_each(|(row, o)| f(row % d.c, row * d.s, o));
+}
+
 fn rows_min_len(s: usize) -> usize {
     (MIN_TASK / s.max(1)).max(1)
 }
@@ -194,18 +202,13 @@ impl CustomOp3 for BatchNorm {
         let shift: Vec<f32> = (0..d.c).map(|c| beta[c] - mean[c] * scale[c]).collect();
         let mut y = vec![0f32; x.len()];
         let relu = self.relu;
-        y.par_chunks_mut(d.s.max(1))
-            .with_min_len(rows_min_len(d.s))
-            .enumerate()
-            .for_each(|(row, out)| {
-                let c = row % d.c;
-                let (a, b) = (scale[c], shift[c]);
-                let src = &x[row * d.s..(row + 1) * d.s];
-                for (o, &v) in out.iter_mut().zip(src) {
-                    let z = v * a + b;
-                    *o = if relu { z.max(0.0) } else { z };
-                }
-            });
+        per_row(&mut y, &d, |c, off, out| {
+            let (a, b) = (scale[c], shift[c]);
+            for (o, &v) in out.iter_mut().zip(&x[off..off + d.s]) {
+                let z = v * a + b;
+                *o = if relu { z.max(0.0) } else { z };
+            }
+        });
         let saved = Saved {
             mean,
             var,
@@ -305,25 +308,20 @@ impl CustomOp2 for BatchNormBackward {
         let mut out = vec![0f32; x.len() + 2 * d.c];
         let (dx, rest) = out.split_at_mut(x.len());
         let train = self.train;
-        dx.par_chunks_mut(d.s.max(1))
-            .with_min_len(rows_min_len(d.s))
-            .enumerate()
-            .for_each(|(row, o)| {
-                let c = row % d.c;
-                let k = ch(c);
-                let off = row * d.s;
-                let (r, g) = (&x[off..off + d.s], &dy[off..off + d.s]);
-                // dx = scale·(dy' − mean(dy') − x̂·mean(dy'·x̂)) in training, scale·dy' in eval.
-                let (mb, mg) = if train {
-                    ((dbeta[c] / count) as f32, (dgamma[c] / count) as f32)
-                } else {
-                    (0.0, 0.0)
-                };
-                for ((o, &v), &gv) in o.iter_mut().zip(r).zip(g) {
-                    let t = k.live(relu, v, gv);
-                    *o = k.scale * (t - mb - (v - k.mean) * k.invstd * mg);
-                }
-            });
+        per_row(dx, &d, |c, off, o| {
+            let k = ch(c);
+            let (r, g) = (&x[off..off + d.s], &dy[off..off + d.s]);
+            // dx = scale·(dy' − mean(dy') − x̂·mean(dy'·x̂)) in training, scale·dy' in eval.
+            let (mb, mg) = if train {
+                ((dbeta[c] / count) as f32, (dgamma[c] / count) as f32)
+            } else {
+                (0.0, 0.0)
+            };
+            for ((o, &v), &gv) in o.iter_mut().zip(r).zip(g) {
+                let t = k.live(relu, v, gv);
+                *o = k.scale * (t - mb - (v - k.mean) * k.invstd * mg);
+            }
+        });
         for c in 0..d.c {
             rest[c] = dgamma[c] as f32;
             rest[d.c + c] = dbeta[c] as f32;
