@@ -35,6 +35,7 @@ fn run() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         classes: 3,
     };
     let net = ClassmNet::new(cfg, VarBuilder::from_varmap(&map, DType::F32, &dev))?;
+    classm_model::init_seeded(&map, 0)?;
     let xh = Tensor::rand(0f32, 1f32, (batch, 1, size, size), &dev)?;
     let xe = Tensor::rand(0f32, 1f32, (batch, 1, size, size), &dev)?;
     let (mut best_fwd, mut best_step) = (f64::INFINITY, f64::INFINITY);

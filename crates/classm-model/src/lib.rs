@@ -9,6 +9,7 @@ mod cpu;
 mod error;
 #[cfg(feature = "hub")]
 mod hub;
+mod init;
 mod layers;
 mod model_dir;
 mod pool;
@@ -19,6 +20,7 @@ pub use classm::{ClassmConfig, ClassmNet, ClassmOutput};
 pub use error::{HubProblem, ModelError, Result};
 #[cfg(feature = "hub")]
 pub use hub::HubWeights;
+pub use init::init_seeded;
 pub use layers::Kernels;
 pub use model_dir::{
     CONFIG_FILE, MODEL_FORMAT, ModelConfig, WEIGHTS_FILE, load_model_dir, save_model_dir,

@@ -146,6 +146,7 @@ fn time_candle(c: Config, batch: usize, steps: usize) -> Result<(f64, f64)> {
         classes: 3,
     };
     let net = ClassmNet::new(cfg, VarBuilder::from_varmap(&map, DType::F32, &dev))?;
+    classm_model::init_seeded(&map, 0)?;
     let params: Vec<_> = {
         let data = map.data().lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
         data.iter()

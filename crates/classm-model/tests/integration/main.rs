@@ -5,6 +5,7 @@
 mod golden;
 #[cfg(feature = "hub")]
 mod hub;
+mod init;
 mod kernels;
 mod pool;
 mod weights;
