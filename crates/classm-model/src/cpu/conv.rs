@@ -7,7 +7,7 @@
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor, bail};
 use rayon::prelude::*;
 
-use super::gemm::{MatRef, matmul, matmul_append};
+use super::gemm::{MatRef, append_parts, matmul, matmul_append, matmul_serial};
 use super::scratch::Scratch;
 use super::{applies, values};
 
@@ -102,22 +102,28 @@ impl Geom {
 
 /// Writes images `[n0, n0+b)` of `x` as columns of `col` (`[ckk][b·positions]`).
 fn im2col(g: &Geom, x: &[f32], n0: usize, b: usize, col: &mut [f32]) {
-    let (p, plane) = (g.positions(), g.h * g.w);
+    let p = g.positions();
     let l = b * p;
     col[..g.ckk() * l]
         .par_chunks_mut(l)
         .enumerate()
         .for_each(|(r, row)| {
-            let (c, ki, kj) = (r / (g.kh * g.kw), (r / g.kw) % g.kh, r % g.kw);
             for (i, dst) in row.chunks_exact_mut(p).enumerate() {
-                let src = &x[((n0 + i) * g.c + c) * plane..][..plane];
-                if g.same() {
-                    shifted_copy(g, src, ki, kj, dst);
-                } else {
-                    gather_rows(g, src, ki, kj, dst);
-                }
+                im2col_row(g, x, n0 + i, r, dst);
             }
         });
+}
+
+/// Row `r` (channel, kernel row, kernel column) of image `n`'s im2col matrix.
+fn im2col_row(g: &Geom, x: &[f32], n: usize, r: usize, dst: &mut [f32]) {
+    let plane = g.h * g.w;
+    let (c, ki, kj) = (r / (g.kh * g.kw), (r / g.kw) % g.kh, r % g.kw);
+    let src = &x[(n * g.c + c) * plane..][..plane];
+    if g.same() {
+        shifted_copy(g, src, ki, kj, dst);
+    } else {
+        gather_rows(g, src, ki, kj, dst);
+    }
 }
 
 /// im2col row of one image for a stride-1 convolution whose output has the input's size:
@@ -236,10 +242,21 @@ fn forward(g: &Geom, x: &[f32], w: &[f32]) -> Result<Vec<f32>> {
 /// Appends the convolution's output to `out`.
 fn forward_into(g: &Geom, x: &[f32], w: &[f32], out: &mut Vec<f32>) -> Result<()> {
     let (p, ckk, o) = (g.positions(), g.ckk(), g.o);
+    let wm = MatRef::rows(w, o, ckk);
+    if p >= PER_IMAGE && g.n >= rayon::current_num_threads() && rayon::current_num_threads() > 1 {
+        // At least one image per thread: each image's im2col and product on one thread, in
+        // its cache, with no fork-join between them.
+        return append_parts(out, g.n, o * p, |i, part| {
+            let mut col = Scratch::take(ckk * p);
+            for (r, row) in col[..ckk * p].chunks_exact_mut(p).enumerate() {
+                im2col_row(g, x, i, r, row);
+            }
+            part.product(wm, MatRef::rows(&col[..ckk * p], ckk, p))
+        });
+    }
     let chunk = g.chunk();
     let mut col = Scratch::take(ckk * chunk * p);
     let mut tmp = Scratch::take(if p >= PER_IMAGE { 0 } else { o * chunk * p });
-    let wm = MatRef::rows(w, o, ckk);
     for n0 in (0..g.n).step_by(chunk) {
         let b = chunk.min(g.n - n0);
         let l = b * p;
@@ -316,6 +333,10 @@ fn backward(g: &Geom, x: &[f32], w: &[f32], dy: &[f32], need_dx: bool) -> Result
         // col2im adds into dx.
         None => packed.resize(nx, 0f32),
     }
+    if p >= PER_IMAGE && (!need_dx || via_transposed.is_some()) {
+        packed.extend(weight_gradient_by_parts(g, x, dy)?);
+        return Ok(packed);
+    }
     let mut col = Scratch::take(ckk * chunk * p);
     let mut dyt = Scratch::take(o * chunk * p);
     for n0 in (0..g.n).step_by(chunk) {
@@ -351,6 +372,40 @@ fn backward(g: &Geom, x: &[f32], w: &[f32], dy: &[f32], need_dx: bool) -> Result
         packed.resize(nx + o * ckk, 0.0);
     }
     Ok(packed)
+}
+
+/// Partial weight gradients over this many groups of images, summed in order at the end. A
+/// constant, not the thread count: the sums, and so the bits, are the same on any machine.
+const DW_PARTS: usize = 4;
+
+/// dW = Σ over images of dY_i (o × p) · col_iᵀ (p × ckk), for maps of at least
+/// [`PER_IMAGE`] positions: each group of images on one thread (im2col and product of an
+/// image in cache, no fork-join per image), the groups in parallel.
+fn weight_gradient_by_parts(g: &Geom, x: &[f32], dy: &[f32]) -> Result<Vec<f32>> {
+    let (p, ckk, o) = (g.positions(), g.ckk(), g.o);
+    let parts = g.n.clamp(1, DW_PARTS);
+    let partials = (0..parts)
+        .into_par_iter()
+        .map(|j| {
+            let mut acc = vec![0f32; o * ckk];
+            let mut col = Scratch::take(ckk * p);
+            for i in j * g.n / parts..(j + 1) * g.n / parts {
+                for (r, row) in col[..ckk * p].chunks_exact_mut(p).enumerate() {
+                    im2col_row(g, x, i, r, row);
+                }
+                let dy_i = MatRef::rows(&dy[i * o * p..][..o * p], o, p);
+                let cols = MatRef::transposed(&col[..ckk * p], p, ckk);
+                matmul_serial(&mut acc, true, dy_i, cols)?;
+            }
+            Ok(acc)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let mut parts = partials.into_iter();
+    let mut dw = parts.next().unwrap_or_else(|| vec![0f32; o * ckk]);
+    for q in parts {
+        dw.iter_mut().zip(&q).for_each(|(a, b)| *a += b);
+    }
+    Ok(dw)
 }
 
 /// The convolution as a custom op on (input, weight).

@@ -2,7 +2,11 @@
 //! extent is checked against its slice before the unsafe call, so callers stay safe.
 #![allow(unsafe_code)]
 
+use std::mem::MaybeUninit;
+
 use candle_core::{Result, bail};
+use gemm::Parallelism as Par;
+use rayon::prelude::*;
 
 /// A read-only matrix view: element (i, j) is `data[i·rs + j·cs]`.
 #[derive(Debug, Clone, Copy)]
@@ -62,7 +66,25 @@ pub(crate) fn matmul(dst: &mut [f32], accumulate: bool, a: MatRef, b: MatRef) ->
     // SAFETY: `check` keeps every index the kernel forms — (i·rs + j·cs) for i < rows,
     // j < cols — inside its slice; `dst` is exclusively borrowed and holds m·n row-major
     // elements; the inputs are shared borrows that outlive the call.
-    unsafe { kernel(dst.as_mut_ptr(), accumulate, a, b) };
+    unsafe { kernel(dst.as_mut_ptr(), accumulate, a, b, Par::Rayon(0)) };
+    Ok(())
+}
+
+/// [`matmul`] on the calling thread only, for callers that already run one product per task.
+pub(crate) fn matmul_serial(dst: &mut [f32], accumulate: bool, a: MatRef, b: MatRef) -> Result<()> {
+    check(dst.len(), a, b)?;
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    if m == 0 || n == 0 {
+        return Ok(());
+    }
+    if k == 0 {
+        if !accumulate {
+            dst[..m * n].fill(0.0);
+        }
+        return Ok(());
+    }
+    // SAFETY: as in `matmul`.
+    unsafe { kernel(dst.as_mut_ptr(), accumulate, a, b, Par::None) };
     Ok(())
 }
 
@@ -85,9 +107,67 @@ pub(crate) fn matmul_append(out: &mut Vec<f32>, a: MatRef, b: MatRef) -> Result<
     // every one of the m·n elements (dst := a·b, k ≥ 1), so all of them are initialised
     // before `set_len` exposes them.
     unsafe {
-        kernel(out.as_mut_ptr().add(start), false, a, b);
+        kernel(out.as_mut_ptr().add(start), false, a, b, Par::Rayon(0));
         out.set_len(start + m * n);
     }
+    Ok(())
+}
+
+/// One part of an [`append_parts`] output: `len` uninitialised elements that only a product
+/// can fill, whole.
+pub(crate) struct Part<'a>(&'a mut [MaybeUninit<f32>]);
+
+/// Proof that the part starting at this address was filled.
+pub(crate) struct Filled(usize);
+
+impl Part<'_> {
+    /// Writes `a·b` into the part, on the calling thread. The part's length must be m·n.
+    pub fn product(self, a: MatRef, b: MatRef) -> Result<Filled> {
+        let (m, k, n) = (a.rows, a.cols, b.cols);
+        check(m * n, a, b)?;
+        if self.0.len() != m * n {
+            bail!("part of {} for a {m}×{n} product", self.0.len());
+        }
+        let dst = self.0.as_mut_ptr().cast::<f32>();
+        if k == 0 {
+            self.0.fill(MaybeUninit::new(0.0));
+        } else if m * n > 0 {
+            // SAFETY: `check` bounds both views; `dst` is the part's m·n exclusively borrowed
+            // elements, which the kernel only writes (read_dst false, k ≥ 1), every one.
+            unsafe { kernel(dst, false, a, b, Par::None) };
+        }
+        Ok(Filled(dst as usize))
+    }
+}
+
+/// Appends `parts` parts of `len` elements each, computed in parallel by `fill`, which gets
+/// its part's index and fills it with [`Part::product`]. One whole product per task: a small
+/// product split across threads spends what it gains on the split. The bits are those of
+/// [`matmul_append`] (no product splits its inner dimension either way).
+pub(crate) fn append_parts<F>(out: &mut Vec<f32>, parts: usize, len: usize, fill: F) -> Result<()>
+where
+    F: Fn(usize, Part<'_>) -> Result<Filled> + Sync,
+{
+    let total = parts * len;
+    if total == 0 {
+        return Ok(());
+    }
+    let start = out.len();
+    out.reserve(total);
+    out.spare_capacity_mut()[..total]
+        .par_chunks_mut(len)
+        .enumerate()
+        .try_for_each(|(i, dst)| {
+            let at = dst.as_ptr() as usize;
+            let Filled(filled) = fill(i, Part(dst))?;
+            if filled != at {
+                bail!("append_parts: part {i} was not filled by its own product");
+            }
+            Ok(())
+        })?;
+    // SAFETY: every one of the `total` elements past `start` belongs to exactly one part, and
+    // each part returned the proof (checked against its address) that a product filled it.
+    unsafe { out.set_len(start + total) };
     Ok(())
 }
 
@@ -110,7 +190,7 @@ fn check(dst_len: usize, a: MatRef, b: MatRef) -> Result<()> {
 
 /// The gemm call. Callers guarantee that `dst` points to m·n writable row-major elements
 /// (readable too when `accumulate`) and that both views fit their slices.
-unsafe fn kernel(dst: *mut f32, accumulate: bool, a: MatRef, b: MatRef) {
+unsafe fn kernel(dst: *mut f32, accumulate: bool, a: MatRef, b: MatRef, par: Par) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     // SAFETY: forwarded from the caller's guarantees.
     unsafe {
@@ -133,7 +213,7 @@ unsafe fn kernel(dst: *mut f32, accumulate: bool, a: MatRef, b: MatRef) {
             false,
             false,
             false,
-            gemm::Parallelism::Rayon(0),
+            par,
         );
     }
 }
@@ -184,6 +264,44 @@ mod tests {
         for (x, y) in dst2.iter().zip(&want) {
             assert!((x - y).abs() < 1e-5);
         }
+    }
+
+    #[test]
+    fn parts_equal_appended_products_and_a_failed_part_appends_nothing() {
+        let a: Vec<f32> = (0..6 * 40).map(|i| (i as f32 * 0.37).sin()).collect();
+        let bs: Vec<Vec<f32>> = (0..5)
+            .map(|j| {
+                (0..40 * 70)
+                    .map(|i| ((i + j) as f32 * 0.11).cos())
+                    .collect()
+            })
+            .collect();
+        let ma = MatRef::rows(&a, 6, 40);
+        let mut want = vec![1.5f32];
+        for b in &bs {
+            matmul_append(&mut want, ma, MatRef::rows(b, 40, 70)).unwrap();
+        }
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(3)
+            .build()
+            .unwrap();
+        let mut got = vec![1.5f32];
+        pool.install(|| {
+            append_parts(&mut got, 5, 6 * 70, |i, part| {
+                part.product(ma, MatRef::rows(&bs[i], 40, 70))
+            })
+        })
+        .unwrap();
+        assert_eq!(got, want);
+        let err = pool.install(|| {
+            append_parts(&mut got, 5, 6 * 70, |i, part| {
+                // Part 3 asks for a product of the wrong size.
+                let cols = if i == 3 { 69 } else { 70 };
+                part.product(ma, MatRef::rows(&bs[i], 40, cols))
+            })
+        });
+        assert!(err.is_err());
+        assert_eq!(got, want, "nothing appended");
     }
 
     #[test]

@@ -297,28 +297,50 @@ fn mismatched_shapes_are_errors_not_panics() {
 
 #[test]
 fn larger_odd_sizes_and_paddings_match_a_direct_convolution() {
+    // One thread takes the chunked im2col path, three threads (one image each) the per-image
+    // path: both must match the direct convolution and each other bit for bit.
     let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
     for (h, w) in [(10, 10), (11, 13), (10, 17), (16, 9)] {
         for p in 0..=2 {
             let case = format!("{h}×{w} p{p}");
             let x = Var::from_tensor(&randn(&[3, 5, h, w], (h * 31 + w + p) as u64)).unwrap();
             let wt = Var::from_tensor(&randn(&[4, 5, 3, 3], 77 + p as u64)).unwrap();
-            let y = super::conv::conv2d(x.as_tensor(), wt.as_tensor(), 1, p).unwrap();
-            let r = randn(y.dims(), 5);
-            let g = (&y * &r).unwrap().sum_all().unwrap().backward().unwrap();
+            let run = |threads: usize| {
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .unwrap();
+                pool.install(|| {
+                    let y = super::conv::conv2d(x.as_tensor(), wt.as_tensor(), 1, p).unwrap();
+                    let r = randn(y.dims(), 5);
+                    let g = (&y * &r).unwrap().sum_all().unwrap().backward().unwrap();
+                    [
+                        flat(&y),
+                        flat(g.get(&x).unwrap()),
+                        flat(g.get(&wt).unwrap()),
+                        flat(&r),
+                    ]
+                })
+            };
+            let [y, dx, dw, r] = run(1);
+            assert_eq!(
+                run(3),
+                [y.clone(), dx.clone(), dw.clone(), r.clone()],
+                "{case}"
+            );
             let (wy, wdx, wdw) = naive_conv(
                 &flat(x.as_tensor()),
                 &flat(wt.as_tensor()),
-                &flat(&r),
+                &r,
                 [3, 5, h, w],
                 [4, 3],
                 1,
                 p,
             );
             for (what, got, want) in [
-                ("forward", flat(&y), wy),
-                ("input gradient", flat(g.get(&x).unwrap()), wdx),
-                ("weight gradient", flat(g.get(&wt).unwrap()), wdw),
+                ("forward", y, wy),
+                ("input gradient", dx, wdx),
+                ("weight gradient", dw, wdw),
             ] {
                 let scale = want.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
                 let err = got
