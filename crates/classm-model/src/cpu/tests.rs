@@ -300,18 +300,27 @@ fn larger_odd_sizes_and_paddings_match_a_direct_convolution() {
     // One thread takes the chunked im2col path, three threads (one image each) the per-image
     // path: both must match the direct convolution and each other bit for bit.
     let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-    for (h, w) in [(10, 10), (11, 13), (10, 17), (16, 9)] {
-        for p in 0..=2 {
-            let case = format!("{h}×{w} p{p}");
+    let cases = [(10, 10), (11, 13), (10, 17), (16, 9)]
+        .map(|hw| (hw, 3, 1))
+        .into_iter()
+        // Strided, as a stage's first convolution (3×3) and its downsample (1×1).
+        .chain(
+            [(17, 19), (20, 16)]
+                .into_iter()
+                .flat_map(|hw| [(hw, 3, 2), (hw, 1, 2)]),
+        );
+    for ((h, w), k, stride) in cases {
+        for p in 0..=2.min(k) {
+            let case = format!("{h}×{w} k{k} s{stride} p{p}");
             let x = Var::from_tensor(&randn(&[3, 5, h, w], (h * 31 + w + p) as u64)).unwrap();
-            let wt = Var::from_tensor(&randn(&[4, 5, 3, 3], 77 + p as u64)).unwrap();
+            let wt = Var::from_tensor(&randn(&[4, 5, k, k], 77 + p as u64)).unwrap();
             let run = |threads: usize| {
                 let pool = rayon::ThreadPoolBuilder::new()
                     .num_threads(threads)
                     .build()
                     .unwrap();
                 pool.install(|| {
-                    let y = super::conv::conv2d(x.as_tensor(), wt.as_tensor(), 1, p).unwrap();
+                    let y = super::conv::conv2d(x.as_tensor(), wt.as_tensor(), stride, p).unwrap();
                     let r = randn(y.dims(), 5);
                     let g = (&y * &r).unwrap().sum_all().unwrap().backward().unwrap();
                     [
@@ -333,8 +342,8 @@ fn larger_odd_sizes_and_paddings_match_a_direct_convolution() {
                 &flat(wt.as_tensor()),
                 &r,
                 [3, 5, h, w],
-                [4, 3],
-                1,
+                [4, k],
+                stride,
                 p,
             );
             for (what, got, want) in [
