@@ -52,6 +52,15 @@ impl<'a> MatRef<'a> {
 /// rayon pool. The gemm kernel splits rows and columns among threads, never the inner
 /// dimension, so the result does not depend on the thread count.
 pub(crate) fn matmul(dst: &mut [f32], accumulate: bool, a: MatRef, b: MatRef) -> Result<()> {
+    matmul_with(dst, accumulate, a, b, Par::Rayon(0))
+}
+
+/// [`matmul`] on the calling thread only, for callers that already run one product per task.
+pub(crate) fn matmul_serial(dst: &mut [f32], accumulate: bool, a: MatRef, b: MatRef) -> Result<()> {
+    matmul_with(dst, accumulate, a, b, Par::None)
+}
+
+fn matmul_with(dst: &mut [f32], accumulate: bool, a: MatRef, b: MatRef, par: Par) -> Result<()> {
     check(dst.len(), a, b)?;
     let (m, k, n) = (a.rows, a.cols, b.cols);
     if m == 0 || n == 0 {
@@ -66,25 +75,7 @@ pub(crate) fn matmul(dst: &mut [f32], accumulate: bool, a: MatRef, b: MatRef) ->
     // SAFETY: `check` keeps every index the kernel forms — (i·rs + j·cs) for i < rows,
     // j < cols — inside its slice; `dst` is exclusively borrowed and holds m·n row-major
     // elements; the inputs are shared borrows that outlive the call.
-    unsafe { kernel(dst.as_mut_ptr(), accumulate, a, b, Par::Rayon(0)) };
-    Ok(())
-}
-
-/// [`matmul`] on the calling thread only, for callers that already run one product per task.
-pub(crate) fn matmul_serial(dst: &mut [f32], accumulate: bool, a: MatRef, b: MatRef) -> Result<()> {
-    check(dst.len(), a, b)?;
-    let (m, k, n) = (a.rows, a.cols, b.cols);
-    if m == 0 || n == 0 {
-        return Ok(());
-    }
-    if k == 0 {
-        if !accumulate {
-            dst[..m * n].fill(0.0);
-        }
-        return Ok(());
-    }
-    // SAFETY: as in `matmul`.
-    unsafe { kernel(dst.as_mut_ptr(), accumulate, a, b, Par::None) };
+    unsafe { kernel(dst.as_mut_ptr(), accumulate, a, b, par) };
     Ok(())
 }
 
