@@ -109,6 +109,46 @@ impl FoldedJitter {
         }
     }
 
+    /// Σ luma of the jittered pixels of `rgb`, the contrast step's mean times the pixel count:
+    /// the luma weights folded into the last per-byte table, so a pixel costs three lookups
+    /// and two adds (plus the saturation lookups when that step came first).
+    fn luma_sum(&self, rgb: &[u8]) -> u64 {
+        // luma(r, g, b) = (19595 r + 38470 g + 7471 b + 0x8000) >> 16; the sum of the three
+        // weighted bytes stays below 2³².
+        let weigh = |t: &[u8; 256], w: u32, add: u32| -> [u32; 256] {
+            std::array::from_fn(|v| w * u32::from(t[v]) + add)
+        };
+        match &self.saturation {
+            None => {
+                let t = compose(&self.post, &self.pre);
+                let (wr, wg, wb) = (
+                    weigh(&t, 19595, 0),
+                    weigh(&t, 38470, 0),
+                    weigh(&t, 7471, 0x8000),
+                );
+                sum_rows(rgb, |p| {
+                    wr[p[0] as usize] + wg[p[1] as usize] + wb[p[2] as usize]
+                })
+            }
+            Some(sat) => {
+                let post = &self.post;
+                let (wr, wg, wb) = (
+                    weigh(post, 19595, 0),
+                    weigh(post, 38470, 0),
+                    weigh(post, 7471, 0x8000),
+                );
+                let pre = &self.pre;
+                sum_rows(rgb, |p| {
+                    let q = [pre[p[0] as usize], pre[p[1] as usize], pre[p[2] as usize]];
+                    let row = &sat[luma(q[0], q[1], q[2]) as usize];
+                    wr[row[q[0] as usize] as usize]
+                        + wg[row[q[1] as usize] as usize]
+                        + wb[row[q[2] as usize] as usize]
+                })
+            }
+        }
+    }
+
     /// No change at all.
     pub fn is_identity(&self) -> bool {
         self.saturation.is_none() && self.pre == identity() && self.post == identity()
@@ -131,14 +171,7 @@ impl JitterDraw {
                     folded.post = compose(&t, &folded.post);
                 }
                 JitterOp::Contrast if self.factors[1] != 1.0 && rgb.len() >= 3 => {
-                    let sum: u64 = rgb
-                        .chunks_exact(3)
-                        .map(|p| {
-                            let q = folded.before_post(p[0], p[1], p[2]);
-                            let t = &folded.post;
-                            u64::from(luma(t[q[0] as usize], t[q[1] as usize], t[q[2] as usize]))
-                        })
-                        .sum();
+                    let sum = folded.luma_sum(rgb);
                     let mean = (sum as f64 / (rgb.len() / 3) as f64 + 0.5).floor() as f32;
                     let t = blend_table(mean, self.factors[1]);
                     folded.post = compose(&t, &folded.post);
@@ -159,6 +192,12 @@ impl JitterDraw {
         }
         folded
     }
+}
+
+/// Σ `f(pixel) >> 16` over the packed RGB pixels of `rgb`.
+#[inline(always)]
+fn sum_rows(rgb: &[u8], f: impl Fn(&[u8]) -> u32) -> u64 {
+    rgb.chunks_exact(3).map(|p| u64::from(f(p) >> 16)).sum()
 }
 
 /// PIL's `L` conversion: ITU-R 601-2 luma in 16-bit fixed point, rounded.
