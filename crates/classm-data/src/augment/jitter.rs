@@ -113,30 +113,22 @@ impl FoldedJitter {
     /// the luma weights folded into the last per-byte table, so a pixel costs three lookups
     /// and two adds (plus the saturation lookups when that step came first).
     fn luma_sum(&self, rgb: &[u8]) -> u64 {
+        // The last per-byte table: everything after saturation, or the whole jitter without it.
+        let last = match &self.saturation {
+            None => compose(&self.post, &self.pre),
+            Some(_) => self.post,
+        };
         // luma(r, g, b) = (19595 r + 38470 g + 7471 b + 0x8000) >> 16; the sum of the three
         // weighted bytes stays below 2³².
-        let weigh = |t: &[u8; 256], w: u32, add: u32| -> [u32; 256] {
-            std::array::from_fn(|v| w * u32::from(t[v]) + add)
+        let weigh = |w: u32, add: u32| -> [u32; 256] {
+            std::array::from_fn(|v| w * u32::from(last[v]) + add)
         };
+        let (wr, wg, wb) = (weigh(19595, 0), weigh(38470, 0), weigh(7471, 0x8000));
         match &self.saturation {
-            None => {
-                let t = compose(&self.post, &self.pre);
-                let (wr, wg, wb) = (
-                    weigh(&t, 19595, 0),
-                    weigh(&t, 38470, 0),
-                    weigh(&t, 7471, 0x8000),
-                );
-                sum_rows(rgb, |p| {
-                    wr[p[0] as usize] + wg[p[1] as usize] + wb[p[2] as usize]
-                })
-            }
+            None => sum_rows(rgb, |p| {
+                wr[p[0] as usize] + wg[p[1] as usize] + wb[p[2] as usize]
+            }),
             Some(sat) => {
-                let post = &self.post;
-                let (wr, wg, wb) = (
-                    weigh(post, 19595, 0),
-                    weigh(post, 38470, 0),
-                    weigh(post, 7471, 0x8000),
-                );
                 let pre = &self.pre;
                 sum_rows(rgb, |p| {
                     let q = [pre[p[0] as usize], pre[p[1] as usize], pre[p[2] as usize]];

@@ -114,6 +114,13 @@ fn im2col(g: &Geom, x: &[f32], n0: usize, b: usize, col: &mut [f32]) {
         });
 }
 
+/// Image `n`'s im2col matrix (`[ckk][positions]`), on the calling thread.
+fn im2col_image(g: &Geom, x: &[f32], n: usize, col: &mut [f32]) {
+    for (r, row) in col.chunks_exact_mut(g.positions()).enumerate() {
+        im2col_row(g, x, n, r, row);
+    }
+}
+
 /// Row `r` (channel, kernel row, kernel column) of image `n`'s im2col matrix.
 fn im2col_row(g: &Geom, x: &[f32], n: usize, r: usize, dst: &mut [f32]) {
     let plane = g.h * g.w;
@@ -249,9 +256,7 @@ fn forward_into(g: &Geom, x: &[f32], w: &[f32], out: &mut Vec<f32>) -> Result<()
         // 16 MiB), and no fork-join between them. Faster on one thread too.
         return append_parts(out, g.n, o * p, |i, part| {
             let mut col = Scratch::take(ckk * p);
-            for (r, row) in col[..ckk * p].chunks_exact_mut(p).enumerate() {
-                im2col_row(g, x, i, r, row);
-            }
+            im2col_image(g, x, i, &mut col[..ckk * p]);
             part.product(wm, MatRef::rows(&col[..ckk * p], ckk, p))
         });
     }
@@ -391,9 +396,7 @@ fn weight_gradient_by_parts(g: &Geom, x: &[f32], dy: &[f32]) -> Result<Vec<f32>>
             let mut acc = vec![0f32; o * ckk];
             let mut col = Scratch::take(ckk * p);
             for i in j * g.n / parts..(j + 1) * g.n / parts {
-                for (r, row) in col[..ckk * p].chunks_exact_mut(p).enumerate() {
-                    im2col_row(g, x, i, r, row);
-                }
+                im2col_image(g, x, i, &mut col[..ckk * p]);
                 let dy_i = MatRef::rows(&dy[i * o * p..][..o * p], o, p);
                 let cols = MatRef::transposed(&col[..ckk * p], p, ckk);
                 matmul_serial(&mut acc, true, dy_i, cols)?;

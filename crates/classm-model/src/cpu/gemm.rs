@@ -82,24 +82,28 @@ fn matmul_with(dst: &mut [f32], accumulate: bool, a: MatRef, b: MatRef, par: Par
 /// Appends `a·b` (m×n, row-major) to `out` without initialising the space first: the output
 /// of a layer is written once, by the kernel.
 pub(crate) fn matmul_append(out: &mut Vec<f32>, a: MatRef, b: MatRef) -> Result<()> {
+    let mn = a.rows * b.cols;
+    out.reserve(mn);
+    let start = out.len();
+    write_product(&mut out.spare_capacity_mut()[..mn], a, b, Par::Rayon(0))?;
+    // SAFETY: `write_product` returned Ok, so it initialised all m·n elements past `start`.
+    unsafe { out.set_len(start + mn) };
+    Ok(())
+}
+
+/// Writes `a·b` into `dst`, exactly m·n uninitialised elements, every one of them.
+fn write_product(dst: &mut [MaybeUninit<f32>], a: MatRef, b: MatRef, par: Par) -> Result<()> {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     check(m * n, a, b)?;
-    if m == 0 || n == 0 {
-        return Ok(());
+    if dst.len() != m * n {
+        bail!("{} elements for a {m}×{n} product", dst.len());
     }
     if k == 0 {
-        out.resize(out.len() + m * n, 0.0);
-        return Ok(());
-    }
-    out.reserve(m * n);
-    let start = out.len();
-    // SAFETY: as in `matmul` for the operands. The destination is the reserved spare capacity
-    // (at least m·n elements past `start`); with `read_dst` false the kernel only writes it,
-    // every one of the m·n elements (dst := a·b, k ≥ 1), so all of them are initialised
-    // before `set_len` exposes them.
-    unsafe {
-        kernel(out.as_mut_ptr().add(start), false, a, b, Par::Rayon(0));
-        out.set_len(start + m * n);
+        dst.fill(MaybeUninit::new(0.0));
+    } else if m * n > 0 {
+        // SAFETY: as in `matmul` for the operands; `dst` is exclusively borrowed and holds
+        // the m·n elements, which the kernel only writes (read_dst false, k ≥ 1), every one.
+        unsafe { kernel(dst.as_mut_ptr().cast::<f32>(), false, a, b, par) };
     }
     Ok(())
 }
@@ -114,20 +118,9 @@ pub(crate) struct Filled(usize);
 impl Part<'_> {
     /// Writes `a·b` into the part, on the calling thread. The part's length must be m·n.
     pub fn product(self, a: MatRef, b: MatRef) -> Result<Filled> {
-        let (m, k, n) = (a.rows, a.cols, b.cols);
-        check(m * n, a, b)?;
-        if self.0.len() != m * n {
-            bail!("part of {} for a {m}×{n} product", self.0.len());
-        }
-        let dst = self.0.as_mut_ptr().cast::<f32>();
-        if k == 0 {
-            self.0.fill(MaybeUninit::new(0.0));
-        } else if m * n > 0 {
-            // SAFETY: `check` bounds both views; `dst` is the part's m·n exclusively borrowed
-            // elements, which the kernel only writes (read_dst false, k ≥ 1), every one.
-            unsafe { kernel(dst, false, a, b, Par::None) };
-        }
-        Ok(Filled(dst as usize))
+        let at = self.0.as_ptr() as usize;
+        write_product(self.0, a, b, Par::None)?;
+        Ok(Filled(at))
     }
 }
 
