@@ -1,7 +1,12 @@
 //! `MaxPool2d(3, stride 2, padding 1)`, per plane; the backward routes each output's gradient
 //! to the first maximum of its window in row-major order, as PyTorch does.
+//!
+//! The forward is separable (a max over 3 columns, then over 3 rows) with a maximum that keeps
+//! the earlier element on ties and the first NaN, which gives exactly the row-major scan's
+//! value, bits of a signed zero included. The backward gets that output and stops at the
+//! first window element equal to it, instead of scanning every window for its argmax.
 
-use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor, bail};
+use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Result, Shape, Tensor, bail};
 use rayon::prelude::*;
 
 use super::values;
@@ -11,6 +16,13 @@ struct Plane {
     w: usize,
     ho: usize,
     wo: usize,
+}
+
+impl Plane {
+    /// Output `o`'s window along an axis of length `n`: `[2o − 1, 2o + 2)` clipped.
+    fn window(o: usize, n: usize) -> std::ops::Range<usize> {
+        (2 * o).saturating_sub(1)..(2 * o + 2).min(n)
+    }
 }
 
 fn plane(l: &Layout) -> Result<(usize, Plane)> {
@@ -31,23 +43,49 @@ fn plane(l: &Layout) -> Result<(usize, Plane)> {
     ))
 }
 
-/// Flat index within the plane of the first maximum of output (oy, ox)'s window.
-fn argmax(src: &[f32], p: &Plane, oy: usize, ox: usize) -> usize {
-    let (y0, x0) = ((2 * oy).saturating_sub(1), (2 * ox).saturating_sub(1));
-    let (y1, x1) = ((2 * oy + 2).min(p.h), (2 * ox + 2).min(p.w));
-    let mut best = y0 * p.w + x0;
-    for y in y0..y1 {
-        for x in x0..x1 {
-            let v = src[y * p.w + x];
-            if v > src[best] || v.is_nan() {
-                best = y * p.w + x;
-                if v.is_nan() {
-                    return best;
-                }
+/// The larger of an earlier `a` and a later `b`: `a` on ties, and the first NaN.
+#[inline(always)]
+fn first_max(a: f32, b: f32) -> f32 {
+    if b > a || (b.is_nan() && !a.is_nan()) {
+        b
+    } else {
+        a
+    }
+}
+
+/// One row's maxima over windows of 3 at stride 2 with one element of padding.
+fn row_max(src: &[f32], dst: &mut [f32]) {
+    let n = src.len();
+    dst[0] = if n > 1 {
+        first_max(src[0], src[1])
+    } else {
+        src[0]
+    };
+    for (o, d) in dst.iter_mut().enumerate().skip(1) {
+        // 2o ≤ n − 1 for every output, so only the window's third element can fall outside.
+        let m = first_max(src[2 * o - 1], src[2 * o]);
+        *d = match src.get(2 * o + 1) {
+            Some(&v) => first_max(m, v),
+            None => m,
+        };
+    }
+}
+
+/// One plane's pool: row maxima of every input row into `rows` (h × wo), then the maxima of
+/// each output's 2 or 3 rows, earlier rows first.
+fn pool_plane(src: &[f32], p: &Plane, rows: &mut [f32], out: &mut [f32]) {
+    for (s, r) in src.chunks_exact(p.w).zip(rows.chunks_exact_mut(p.wo)) {
+        row_max(s, r);
+    }
+    for (oy, o) in out.chunks_exact_mut(p.wo).enumerate() {
+        let ys = Plane::window(oy, p.h);
+        o.copy_from_slice(&rows[ys.start * p.wo..(ys.start + 1) * p.wo]);
+        for y in ys.start + 1..ys.end {
+            for (d, &v) in o.iter_mut().zip(&rows[y * p.wo..(y + 1) * p.wo]) {
+                *d = first_max(*d, v);
             }
         }
     }
-    best
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -62,31 +100,35 @@ impl CustomOp1 for MaxPool {
         let (planes, p) = plane(l)?;
         let x = values(s, l, "max-pool")?;
         let mut out = vec![0f32; planes * p.ho * p.wo];
-        out.par_chunks_mut(p.ho * p.wo)
-            .enumerate()
-            .for_each(|(i, o)| {
-                let src = &x[i * p.h * p.w..(i + 1) * p.h * p.w];
-                for oy in 0..p.ho {
-                    for ox in 0..p.wo {
-                        o[oy * p.wo + ox] = src[argmax(src, &p, oy, ox)];
-                    }
-                }
-            });
+        out.par_chunks_mut(p.ho * p.wo).enumerate().for_each_init(
+            || vec![0f32; p.h * p.wo],
+            |rows, (i, o)| pool_plane(&x[i * p.h * p.w..(i + 1) * p.h * p.w], &p, rows, o),
+        );
         let d = l.dims();
         Ok((CpuStorage::F32(out), Shape::from((d[0], d[1], p.ho, p.wo))))
     }
 
-    fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(
-            x.apply_op2_no_bwd(&grad.contiguous()?, &MaxPoolBackward)?,
-        ))
+    fn bwd(&self, x: &Tensor, res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(x.apply_op3_no_bwd(
+            res,
+            &grad.contiguous()?,
+            &MaxPoolBackward,
+        )?))
     }
+}
+
+/// Flat index within the plane of the first element of output (oy, ox)'s window that equals
+/// its maximum `m` (or is NaN: a window holding a NaN has the first NaN as its maximum).
+fn first_at_max(src: &[f32], p: &Plane, oy: usize, ox: usize, m: f32) -> Option<usize> {
+    Plane::window(oy, p.h)
+        .flat_map(|y| Plane::window(ox, p.w).map(move |x| y * p.w + x))
+        .find(|&i| src[i] == m || src[i].is_nan())
 }
 
 #[derive(Debug, Clone, Copy)]
 struct MaxPoolBackward;
 
-impl CustomOp2 for MaxPoolBackward {
+impl CustomOp3 for MaxPoolBackward {
     fn name(&self) -> &'static str {
         "classm-max-pool-3x3-s2-backward"
     }
@@ -97,26 +139,39 @@ impl CustomOp2 for MaxPoolBackward {
         l1: &Layout,
         s2: &CpuStorage,
         l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let (planes, p) = plane(l1)?;
-        let (x, dy) = (values(s1, l1, "max-pool")?, values(s2, l2, "max-pool")?);
-        if dy.len() != planes * p.ho * p.wo {
+        let x = values(s1, l1, "max-pool")?;
+        let (y, dy) = (values(s2, l2, "max-pool")?, values(s3, l3, "max-pool")?);
+        let outputs = planes * p.ho * p.wo;
+        if y.len() != outputs || dy.len() != outputs {
             bail!(
-                "max-pool backward: gradient {:?} for input {:?}",
+                "max-pool backward: output {:?} and gradient {:?} for input {:?}",
                 l2.dims(),
+                l3.dims(),
                 l1.dims()
             )
         }
         let mut dx = vec![0f32; x.len()];
-        dx.par_chunks_mut(p.h * p.w).enumerate().for_each(|(i, d)| {
-            let src = &x[i * p.h * p.w..(i + 1) * p.h * p.w];
-            let g = &dy[i * p.ho * p.wo..(i + 1) * p.ho * p.wo];
-            for oy in 0..p.ho {
-                for ox in 0..p.wo {
-                    d[argmax(src, &p, oy, ox)] += g[oy * p.wo + ox];
+        let per = p.ho * p.wo;
+        dx.par_chunks_mut(p.h * p.w)
+            .enumerate()
+            .try_for_each(|(i, d)| -> Result<()> {
+                let src = &x[i * p.h * p.w..(i + 1) * p.h * p.w];
+                let (m, g) = (&y[i * per..(i + 1) * per], &dy[i * per..(i + 1) * per]);
+                for oy in 0..p.ho {
+                    for ox in 0..p.wo {
+                        let k = oy * p.wo + ox;
+                        let Some(at) = first_at_max(src, &p, oy, ox, m[k]) else {
+                            bail!("max-pool backward: output {k} of plane {i} is not its window's maximum")
+                        };
+                        d[at] += g[k];
+                    }
                 }
-            }
-        });
+                Ok(())
+            })?;
         Ok((CpuStorage::F32(dx), l1.shape().clone()))
     }
 }

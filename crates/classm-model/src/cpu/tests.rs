@@ -365,3 +365,71 @@ fn larger_odd_sizes_and_paddings_match_a_direct_convolution() {
         }
     }
 }
+
+#[test]
+fn max_pool_matches_a_row_major_scan_with_ties_signed_zeros_and_nans() {
+    // Few distinct values so that windows tie; −0 and +0 tie too, and the first one's sign
+    // must come out. NaNs propagate, and the first NaN takes the gradient.
+    let palette = [0.0f32, -0.0, 1.0, -1.0, 2.0, f32::NAN];
+    for (h, w) in [(1, 1), (1, 4), (5, 1), (2, 3), (7, 8), (8, 7), (13, 10)] {
+        let n = 2 * 3 * h * w;
+        let pick = |seed: u64, nan: bool| -> Vec<f32> {
+            let t = randn(&[n], seed).to_vec1::<f32>().unwrap();
+            let k = if nan {
+                palette.len()
+            } else {
+                palette.len() - 1
+            };
+            t.iter()
+                .map(|v| palette[((v + 1.5) * 1000.0) as usize % k])
+                .collect()
+        };
+        for nan in [false, true] {
+            let xv = pick((h * 16 + w) as u64, nan);
+            let x = Var::from_tensor(
+                &Tensor::from_vec(xv.clone(), (2, 3, h, w), &Device::Cpu).unwrap(),
+            )
+            .unwrap();
+            let y = super::pool::max_pool_3x3_s2(x.as_tensor()).unwrap();
+            let (ho, wo) = ((h - 1) / 2 + 1, (w - 1) / 2 + 1);
+            let gy = randn(&[2, 3, ho, wo], 9);
+            let g = (&y * &gy).unwrap().sum_all().unwrap().backward().unwrap();
+            let (yv, gyv) = (
+                y.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+                gy.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            );
+            let dx = g
+                .get(&x)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
+            let mut want_dx = vec![0f32; n];
+            for plane in 0..6 {
+                for oy in 0..ho {
+                    for ox in 0..wo {
+                        // The scan PyTorch's kernel does: the first strictly larger, or NaN.
+                        let mut best = None::<usize>;
+                        for yy in (2 * oy).saturating_sub(1)..(2 * oy + 2).min(h) {
+                            for xx in (2 * ox).saturating_sub(1)..(2 * ox + 2).min(w) {
+                                let i = plane * h * w + yy * w + xx;
+                                let better = match best {
+                                    None => true,
+                                    Some(b) => !xv[b].is_nan() && (xv[i] > xv[b] || xv[i].is_nan()),
+                                };
+                                if better {
+                                    best = Some(i);
+                                }
+                            }
+                        }
+                        let (b, k) = (best.unwrap(), (plane * ho + oy) * wo + ox);
+                        assert_eq!(yv[k].to_bits(), xv[b].to_bits(), "{h}×{w} output {k}");
+                        want_dx[b] += gyv[k];
+                    }
+                }
+            }
+            assert_eq!(dx, want_dx, "{h}×{w} nan {nan}");
+        }
+    }
+}
