@@ -100,36 +100,70 @@ impl Geom {
     }
 }
 
+/// Kernel tap (ki, kj) and its output columns `[lo, hi)` inside the image, computed once per
+/// im2col call: on the deep layers' small maps, a row's divisions cost as much as its copy.
+#[derive(Debug, Clone, Copy)]
+struct Tap {
+    ki: usize,
+    kj: usize,
+    lo: usize,
+    hi: usize,
+}
+
+impl Geom {
+    /// Every tap in im2col row order (kernel row, then kernel column).
+    fn taps(&self) -> Vec<Tap> {
+        (0..self.kh)
+            .flat_map(|ki| {
+                (0..self.kw).map(move |kj| {
+                    let (lo, hi) = self.columns(kj);
+                    Tap { ki, kj, lo, hi }
+                })
+            })
+            .collect()
+    }
+
+    /// Channel `c` of image `n`.
+    fn plane<'a>(&self, x: &'a [f32], n: usize, c: usize) -> &'a [f32] {
+        let plane = self.h * self.w;
+        &x[(n * self.c + c) * plane..][..plane]
+    }
+}
+
 /// Writes images `[n0, n0+b)` of `x` as columns of `col` (`[ckk][b·positions]`).
 fn im2col(g: &Geom, x: &[f32], n0: usize, b: usize, col: &mut [f32]) {
     let p = g.positions();
     let l = b * p;
+    let taps = g.taps();
     col[..g.ckk() * l]
         .par_chunks_mut(l)
         .enumerate()
         .for_each(|(r, row)| {
+            let (c, tap) = (r / taps.len(), &taps[r % taps.len()]);
             for (i, dst) in row.chunks_exact_mut(p).enumerate() {
-                im2col_row(g, x, n0 + i, r, dst);
+                im2col_row(g, g.plane(x, n0 + i, c), tap, dst);
             }
         });
 }
 
 /// Image `n`'s im2col matrix (`[ckk][positions]`), on the calling thread.
 fn im2col_image(g: &Geom, x: &[f32], n: usize, col: &mut [f32]) {
-    for (r, row) in col.chunks_exact_mut(g.positions()).enumerate() {
-        im2col_row(g, x, n, r, row);
+    let taps = g.taps();
+    let p = g.positions();
+    for (c, rows) in col.chunks_exact_mut(taps.len() * p).enumerate() {
+        let src = g.plane(x, n, c);
+        for (tap, row) in taps.iter().zip(rows.chunks_exact_mut(p)) {
+            im2col_row(g, src, tap, row);
+        }
     }
 }
 
-/// Row `r` (channel, kernel row, kernel column) of image `n`'s im2col matrix.
-fn im2col_row(g: &Geom, x: &[f32], n: usize, r: usize, dst: &mut [f32]) {
-    let plane = g.h * g.w;
-    let (c, ki, kj) = (r / (g.kh * g.kw), (r / g.kw) % g.kh, r % g.kw);
-    let src = &x[(n * g.c + c) * plane..][..plane];
+/// One im2col row: tap `t` over one channel plane `src` of one image.
+fn im2col_row(g: &Geom, src: &[f32], t: &Tap, dst: &mut [f32]) {
     if g.same() {
-        shifted_copy(g, src, ki, kj, dst);
+        shifted_copy(g, src, t.ki, t.kj, dst);
     } else {
-        gather_rows(g, src, ki, kj, dst);
+        gather_rows(g, src, t, dst);
     }
 }
 
@@ -164,8 +198,8 @@ fn shifted_copy(g: &Geom, src: &[f32], ki: usize, kj: usize, dst: &mut [f32]) {
 }
 
 /// im2col row of one image, any stride and padding, a line at a time.
-fn gather_rows(g: &Geom, src: &[f32], ki: usize, kj: usize, dst: &mut [f32]) {
-    let (lo, hi) = g.columns(kj);
+fn gather_rows(g: &Geom, src: &[f32], t: &Tap, dst: &mut [f32]) {
+    let &Tap { ki, kj, lo, hi } = t;
     for (oy, line_out) in dst.chunks_exact_mut(g.wo).enumerate() {
         let Some(iy) = g.row(oy, ki).filter(|_| lo < hi) else {
             line_out.fill(0.0);
@@ -178,8 +212,11 @@ fn gather_rows(g: &Geom, src: &[f32], ki: usize, kj: usize, dst: &mut [f32]) {
         if g.stride == 1 {
             line_out[lo..hi].copy_from_slice(&line[ix0..ix0 + hi - lo]);
         } else {
-            for (k, d) in line_out[lo..hi].iter_mut().enumerate() {
-                *d = line[ix0 + k * g.stride];
+            for (d, &v) in line_out[lo..hi]
+                .iter_mut()
+                .zip(line[ix0..].iter().step_by(g.stride))
+            {
+                *d = v;
             }
         }
     }
