@@ -4,6 +4,8 @@
 //! (summed over chunks in order) and the input gradient in one op: for stride 1 as the
 //! transposed convolution, otherwise as gemm + col2im.
 
+use std::ops::Range;
+
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor, bail};
 use rayon::prelude::*;
 
@@ -17,6 +19,21 @@ const PER_IMAGE: usize = 64;
 
 /// Floats of im2col scratch per chunk of images (16 MiB); a chunk holds at least one image.
 const COL_BUDGET: usize = 1 << 22;
+
+/// Floats of an image's im2col matrix built and multiplied at a time on the per-image paths
+/// (256 KiB, about this machine's L2): a whole image's matrix runs to 9 MiB at the paper's
+/// size, and writing it out to memory for the gemm to read back and pack cost up to 40% of
+/// the layer (a 64-channel 64 × 64 map: 30 → 52 GFLOP/s in blocks).
+const FWD_BLOCK: usize = 1 << 16;
+
+/// As [`FWD_BLOCK`] for the weight gradient, whose product takes the block as its inner
+/// dimension and prefers it longer.
+const DW_BLOCK: usize = 1 << 17;
+
+/// Positions a block holds at least, whatever its size: the gemm runs its narrower, slower
+/// kernel on fewer than 16 rows, and deep layers (2304 to 4608 im2col rows) lose more to
+/// short products than they gain from cache.
+const MIN_BLOCK_POSITIONS: usize = 128;
 
 #[derive(Debug, Clone, Copy)]
 struct Geom {
@@ -66,6 +83,17 @@ impl Geom {
 
     fn chunk(&self) -> usize {
         (COL_BUDGET / (self.ckk() * self.positions()).max(1)).clamp(1, self.n.max(1))
+    }
+
+    /// Output rows per block of about `budget` im2col floats, and at least
+    /// [`MIN_BLOCK_POSITIONS`] positions (or the whole image), evened out over the blocks
+    /// so that the last one is not a sliver.
+    fn block_rows(&self, budget: usize) -> usize {
+        let (wo, ho) = (self.wo.max(1), self.ho.max(1));
+        let rows = (budget / (self.ckk() * wo).max(1))
+            .max(MIN_BLOCK_POSITIONS.div_ceil(wo))
+            .clamp(1, ho);
+        ho.div_ceil(ho.div_ceil(rows))
     }
 
     fn out_dims(&self) -> [usize; 4] {
@@ -141,48 +169,54 @@ fn im2col(g: &Geom, x: &[f32], n0: usize, b: usize, col: &mut [f32]) {
         .for_each(|(r, row)| {
             let (c, tap) = (r / taps.len(), &taps[r % taps.len()]);
             for (i, dst) in row.chunks_exact_mut(p).enumerate() {
-                im2col_row(g, g.plane(x, n0 + i, c), tap, dst);
+                im2col_row(g, g.plane(x, n0 + i, c), tap, 0..g.ho, dst);
             }
         });
 }
 
-/// Image `n`'s im2col matrix (`[ckk][positions]`), on the calling thread.
-fn im2col_image(g: &Geom, x: &[f32], n: usize, col: &mut [f32]) {
+/// The columns of image `n`'s im2col matrix for output rows `rows`, as a row-major
+/// `[ckk][rows·wo]` matrix, on the calling thread.
+fn im2col_rows(g: &Geom, x: &[f32], n: usize, rows: Range<usize>, col: &mut [f32]) {
     let taps = g.taps();
-    let p = g.positions();
-    for (c, rows) in col.chunks_exact_mut(taps.len() * p).enumerate() {
+    let len = rows.len() * g.wo;
+    for (c, block) in col.chunks_exact_mut(taps.len() * len).enumerate() {
         let src = g.plane(x, n, c);
-        for (tap, row) in taps.iter().zip(rows.chunks_exact_mut(p)) {
-            im2col_row(g, src, tap, row);
+        for (tap, row) in taps.iter().zip(block.chunks_exact_mut(len)) {
+            im2col_row(g, src, tap, rows.clone(), row);
         }
     }
 }
 
-/// One im2col row: tap `t` over one channel plane `src` of one image.
-fn im2col_row(g: &Geom, src: &[f32], t: &Tap, dst: &mut [f32]) {
+/// One im2col row over output rows `rows`: tap `t` on one channel plane `src` of one image.
+fn im2col_row(g: &Geom, src: &[f32], t: &Tap, rows: Range<usize>, dst: &mut [f32]) {
     if g.same() {
-        shifted_copy(g, src, t.ki, t.kj, dst);
+        shifted_copy(g, src, t.ki, t.kj, rows, dst);
     } else {
-        gather_rows(g, src, t, dst);
+        gather_rows(g, src, t, rows, dst);
     }
 }
 
-/// im2col row of one image for a stride-1 convolution whose output has the input's size:
-/// the plane shifted by (ki − pad, kj − pad), as one copy, then the wrapped edge columns and
-/// the rows outside the image zeroed.
-fn shifted_copy(g: &Geom, src: &[f32], ki: usize, kj: usize, dst: &mut [f32]) {
+/// im2col row of one image for a stride-1 convolution whose output has the input's size,
+/// over output rows `rows`: the plane shifted by (ki − pad, kj − pad), as one copy, then the
+/// wrapped edge columns and the rows outside the image zeroed.
+fn shifted_copy(g: &Geom, src: &[f32], ki: usize, kj: usize, rows: Range<usize>, dst: &mut [f32]) {
     let (h, w) = (g.h as isize, g.w as isize);
     let (dy, dx) = (ki as isize - g.pad as isize, kj as isize - g.pad as isize);
-    let off = dy * w + dx;
-    let (oy_lo, oy_hi) = ((-dy).clamp(0, h), (h - dy).clamp(0, h));
-    let (q0, q1) = ((oy_lo * w) as usize, (oy_hi * w).max(oy_lo * w) as usize);
-    let qa = q0.max((-off).max(0) as usize).min(q1);
-    let qb = q1.min((h * w - off).max(0) as usize).max(qa);
+    let (r0, r1) = (rows.start as isize, rows.end as isize);
+    // Source index of local position q: q + base.
+    let base = r0 * w + dy * w + dx;
+    // Output rows of the block whose input row is inside the image, as local positions.
+    let oy_lo = (-dy).clamp(r0, r1);
+    let oy_hi = (h - dy).clamp(oy_lo, r1);
+    let (q0, q1) = (((oy_lo - r0) * w) as usize, ((oy_hi - r0) * w) as usize);
+    let n = dst.len();
+    let qa = q0.max((-base).max(0) as usize).min(q1);
+    let qb = q1.min((h * w - base).max(0) as usize).max(qa);
     dst[..qa].fill(0.0);
-    dst[qb..].fill(0.0);
+    dst[qb..n].fill(0.0);
     if qa < qb {
-        // qa ≥ −off and qb ≤ h·w − off here, so the source range is inside the plane.
-        let (sa, sb) = ((qa as isize + off) as usize, (qb as isize + off) as usize);
+        // qa ≥ −base and qb ≤ h·w − base here, so the source range is inside the plane.
+        let (sa, sb) = ((qa as isize + base) as usize, (qb as isize + base) as usize);
         dst[qa..qb].copy_from_slice(&src[sa..sb]);
     }
     let (wu, edge) = (g.w, dx.unsigned_abs().min(g.w));
@@ -198,9 +232,9 @@ fn shifted_copy(g: &Geom, src: &[f32], ki: usize, kj: usize, dst: &mut [f32]) {
 }
 
 /// im2col row of one image, any stride and padding, a line at a time.
-fn gather_rows(g: &Geom, src: &[f32], t: &Tap, dst: &mut [f32]) {
+fn gather_rows(g: &Geom, src: &[f32], t: &Tap, rows: Range<usize>, dst: &mut [f32]) {
     let &Tap { ki, kj, lo, hi } = t;
-    for (oy, line_out) in dst.chunks_exact_mut(g.wo).enumerate() {
+    for (oy, line_out) in rows.zip(dst.chunks_exact_mut(g.wo)) {
         let Some(iy) = g.row(oy, ki).filter(|_| lo < hi) else {
             line_out.fill(0.0);
             continue;
@@ -287,43 +321,33 @@ fn forward(g: &Geom, x: &[f32], w: &[f32]) -> Result<Vec<f32>> {
 fn forward_into(g: &Geom, x: &[f32], w: &[f32], out: &mut Vec<f32>) -> Result<()> {
     let (p, ckk, o) = (g.positions(), g.ckk(), g.o);
     let wm = MatRef::rows(w, o, ckk);
-    if p >= PER_IMAGE && g.n >= rayon::current_num_threads() {
-        // At least one image per thread: each image's im2col and product on one thread, the
-        // image's columns still in cache when the product reads them (a chunk's matrix runs to
-        // 16 MiB), and no fork-join between them. Faster on one thread too.
+    if p >= PER_IMAGE {
+        // Each image's im2col built and multiplied a block of output rows at a time, the
+        // block still in cache when the product reads it, written straight into the output.
+        // With at least one image per thread the images run in parallel and each one's blocks
+        // in order (no fork-join between them; faster on one thread too), else the blocks run
+        // in parallel. The blocks are the same either way, and so are the bits.
+        let parallel_blocks = g.n < rayon::current_num_threads();
+        let width = g.block_rows(FWD_BLOCK) * g.wo;
         return append_parts(out, g.n, o * p, |i, part| {
-            let mut col = Scratch::take(ckk * p);
-            im2col_image(g, x, i, &mut col[..ckk * p]);
-            part.product(wm, MatRef::rows(&col[..ckk * p], ckk, p))
+            part.product_by_columns(wm, p, width, parallel_blocks, |cols, b| {
+                im2col_rows(g, x, i, cols.start / g.wo..cols.end / g.wo, b);
+            })
         });
     }
     let chunk = g.chunk();
     let mut col = Scratch::take(ckk * chunk * p);
-    let mut tmp = Scratch::take(if p >= PER_IMAGE { 0 } else { o * chunk * p });
+    let mut tmp = Scratch::take(o * chunk * p);
     for n0 in (0..g.n).step_by(chunk) {
         let b = chunk.min(g.n - n0);
         let l = b * p;
         im2col(g, x, n0, b, &mut col);
-        if p >= PER_IMAGE {
-            // Straight into the output, one product per image over its columns.
-            for i in 0..b {
-                let cm = MatRef {
-                    data: &col[i * p..ckk * l],
-                    rows: ckk,
-                    cols: p,
-                    rs: l,
-                    cs: 1,
-                };
-                matmul_append(out, wm, cm)?;
-            }
-        } else {
-            // Few positions: one product for the chunk, then [o][b·p] → [b][o][p].
-            let cm = MatRef::rows(&col[..ckk * l], ckk, l);
-            matmul(&mut tmp[..o * l], false, wm, cm)?;
-            for i in 0..b {
-                for oo in 0..o {
-                    out.extend_from_slice(&tmp[oo * l + i * p..][..p]);
-                }
+        // Few positions: one product for the chunk, then [o][b·p] → [b][o][p].
+        let cm = MatRef::rows(&col[..ckk * l], ckk, l);
+        matmul(&mut tmp[..o * l], false, wm, cm)?;
+        for i in 0..b {
+            for oo in 0..o {
+                out.extend_from_slice(&tmp[oo * l + i * p..][..p]);
             }
         }
     }
@@ -441,12 +465,26 @@ fn weight_gradient_by_parts(g: &Geom, x: &[f32], dy: &[f32]) -> Result<Vec<f32>>
         .into_par_iter()
         .map(|j| {
             let mut acc = vec![0f32; o * ckk];
-            let mut col = Scratch::take(ckk * p);
+            let rows = g.block_rows(DW_BLOCK);
+            let mut col = Scratch::take(ckk * rows * g.wo);
             for i in j * g.n / parts..(j + 1) * g.n / parts {
-                im2col_image(g, x, i, &mut col[..ckk * p]);
-                let dy_i = MatRef::rows(&dy[i * o * p..][..o * p], o, p);
-                let cols = MatRef::transposed(&col[..ckk * p], p, ckk);
-                matmul_serial(&mut acc, true, dy_i, cols)?;
+                let dy_i = &dy[i * o * p..][..o * p];
+                // A block of output rows at a time, as the forward: the block's columns of
+                // dY_i (rows p apart) times the block's im2col, transposed.
+                for r0 in (0..g.ho).step_by(rows) {
+                    let (r1, j0) = ((r0 + rows).min(g.ho), r0 * g.wo);
+                    let len = (r1 - r0) * g.wo;
+                    im2col_rows(g, x, i, r0..r1, &mut col[..ckk * len]);
+                    let dy_b = MatRef {
+                        data: &dy_i[j0..],
+                        rows: o,
+                        cols: len,
+                        rs: p,
+                        cs: 1,
+                    };
+                    let cols = MatRef::transposed(&col[..ckk * len], len, ckk);
+                    matmul_serial(&mut acc, true, dy_b, cols)?;
+                }
             }
             Ok(acc)
         })

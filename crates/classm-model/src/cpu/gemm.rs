@@ -8,6 +8,8 @@ use candle_core::{Result, bail};
 use gemm::Parallelism as Par;
 use rayon::prelude::*;
 
+use super::scratch::Scratch;
+
 /// A read-only matrix view: element (i, j) is `data[i·rs + j·cs]`.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct MatRef<'a> {
@@ -75,7 +77,7 @@ fn matmul_with(dst: &mut [f32], accumulate: bool, a: MatRef, b: MatRef, par: Par
     // SAFETY: `check` keeps every index the kernel forms — (i·rs + j·cs) for i < rows,
     // j < cols — inside its slice; `dst` is exclusively borrowed and holds m·n row-major
     // elements; the inputs are shared borrows that outlive the call.
-    unsafe { kernel(dst.as_mut_ptr(), accumulate, a, b, par) };
+    unsafe { kernel(dst.as_mut_ptr(), n, accumulate, a, b, par) };
     Ok(())
 }
 
@@ -103,7 +105,7 @@ fn write_product(dst: &mut [MaybeUninit<f32>], a: MatRef, b: MatRef, par: Par) -
     } else if m * n > 0 {
         // SAFETY: as in `matmul` for the operands; `dst` is exclusively borrowed and holds
         // the m·n elements, which the kernel only writes (read_dst false, k ≥ 1), every one.
-        unsafe { kernel(dst.as_mut_ptr().cast::<f32>(), false, a, b, par) };
+        unsafe { kernel(dst.as_mut_ptr().cast::<f32>(), n, false, a, b, par) };
     }
     Ok(())
 }
@@ -115,11 +117,63 @@ pub(crate) struct Part<'a>(&'a mut [MaybeUninit<f32>]);
 /// Proof that the part starting at this address was filled.
 pub(crate) struct Filled(usize);
 
+/// The base of a part's output, shared by the tasks that write its disjoint column blocks.
+#[derive(Clone, Copy)]
+struct Base(*mut f32);
+
+// SAFETY: only `Part::product_by_columns` makes one, and each of its tasks writes its own
+// columns through it.
+unsafe impl Send for Base {}
+// SAFETY: as for `Send`.
+unsafe impl Sync for Base {}
+
 impl Part<'_> {
-    /// Writes `a·b` into the part, on the calling thread. The part's length must be m·n.
-    pub fn product(self, a: MatRef, b: MatRef) -> Result<Filled> {
+    /// Writes `a·b` (m × n, row-major) into the part, `width` columns of `b` at a time: `fill`
+    /// gets the columns `j0..j1` and writes them as a row-major k × (j1 − j0) matrix into the
+    /// slice it is given, so that an operand built on the fly (an im2col block) stays in cache
+    /// for its product. Blocks run in parallel with `parallel`; each is the same product
+    /// either way, so the bits do not depend on it. The part's length must be m·n.
+    pub fn product_by_columns<F>(
+        self,
+        a: MatRef,
+        n: usize,
+        width: usize,
+        parallel: bool,
+        fill: F,
+    ) -> Result<Filled>
+    where
+        F: Fn(std::ops::Range<usize>, &mut [f32]) + Sync,
+    {
+        let (m, k) = (a.rows, a.cols);
         let at = self.0.as_ptr() as usize;
-        write_product(self.0, a, b, Par::None)?;
+        if self.0.len() != m * n || width == 0 || !a.fits() {
+            bail!(
+                "a {m}×{k} by {n} product in blocks of {width} columns for {} elements",
+                self.0.len()
+            );
+        }
+        if k == 0 || m == 0 {
+            self.0.fill(MaybeUninit::new(0.0));
+            return Ok(Filled(at));
+        }
+        let base = Base(self.0.as_mut_ptr().cast::<f32>());
+        let block = |j0: usize| {
+            let w = width.min(n - j0);
+            let mut b = Scratch::take(k * w);
+            fill(j0..j0 + w, &mut b[..k * w]);
+            let bm = MatRef::rows(&b[..k * w], k, w);
+            let base = base;
+            // SAFETY: `a` fits its slice (checked above) and `bm` is a row-major k × w view
+            // of `b`. The destination is columns [j0, j0 + w) of the m × n row-major part:
+            // element (i, j) at j0 + i·n + j < m·n, every one written (read_dst false,
+            // k ≥ 1), and no other block writes these columns.
+            unsafe { kernel(base.0.add(j0), n, false, a, bm, Par::None) };
+        };
+        if parallel {
+            (0..n).into_par_iter().step_by(width).for_each(block);
+        } else {
+            (0..n).step_by(width).for_each(block);
+        }
         Ok(Filled(at))
     }
 }
@@ -172,9 +226,9 @@ fn check(dst_len: usize, a: MatRef, b: MatRef) -> Result<()> {
     Ok(())
 }
 
-/// The gemm call. Callers guarantee that `dst` points to m·n writable row-major elements
-/// (readable too when `accumulate`) and that both views fit their slices.
-unsafe fn kernel(dst: *mut f32, accumulate: bool, a: MatRef, b: MatRef, par: Par) {
+/// The gemm call. Callers guarantee that `dst` points to an m × n row-major matrix with rows
+/// `dst_rs` apart, writable (readable too when `accumulate`) and that both views fit their slices.
+unsafe fn kernel(dst: *mut f32, dst_rs: usize, accumulate: bool, a: MatRef, b: MatRef, par: Par) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     // SAFETY: forwarded from the caller's guarantees.
     unsafe {
@@ -184,7 +238,7 @@ unsafe fn kernel(dst: *mut f32, accumulate: bool, a: MatRef, b: MatRef, par: Par
             k,
             dst,
             1,
-            n as isize,
+            dst_rs as isize,
             accumulate,
             a.data.as_ptr(),
             a.cs as isize,
@@ -261,31 +315,50 @@ mod tests {
             })
             .collect();
         let ma = MatRef::rows(&a, 6, 40);
-        let mut want = vec![1.5f32];
-        for b in &bs {
-            matmul_append(&mut want, ma, MatRef::rows(b, 40, 70)).unwrap();
-        }
+        // Columns j0..j1 of b, row-major.
+        let columns = |b: &[f32], cols: std::ops::Range<usize>, dst: &mut [f32]| {
+            for (l, row) in dst.chunks_exact_mut(cols.len()).enumerate() {
+                row.copy_from_slice(&b[l * 70 + cols.start..l * 70 + cols.end]);
+            }
+        };
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(3)
             .build()
             .unwrap();
-        let mut got = vec![1.5f32];
-        pool.install(|| {
-            append_parts(&mut got, 5, 6 * 70, |i, part| {
-                part.product(ma, MatRef::rows(&bs[i], 40, 70))
+        // Blocks of 16 columns, the last one partial, in order and in parallel: equal bits,
+        // and the product within rounding.
+        let mut runs = Vec::new();
+        for parallel in [false, true] {
+            let mut got = vec![1.5f32];
+            pool.install(|| {
+                append_parts(&mut got, 5, 6 * 70, |i, part| {
+                    part.product_by_columns(ma, 70, 16, parallel, |cols, dst| {
+                        columns(&bs[i], cols, dst)
+                    })
+                })
             })
-        })
-        .unwrap();
-        assert_eq!(got, want);
+            .unwrap();
+            runs.push(got);
+        }
+        assert_eq!(runs[0], runs[1]);
+        let got = &runs[0];
+        assert_eq!((got.len(), got[0]), (1 + 5 * 6 * 70, 1.5));
+        for (i, b) in bs.iter().enumerate() {
+            let want = naive(ma, MatRef::rows(b, 40, 70));
+            for (x, y) in got[1 + i * 420..][..420].iter().zip(&want) {
+                assert!((x - y).abs() < 1e-4, "part {i}: {x} vs {y}");
+            }
+        }
+        let mut got = runs[0].clone();
         let err = pool.install(|| {
             append_parts(&mut got, 5, 6 * 70, |i, part| {
                 // Part 3 asks for a product of the wrong size.
-                let cols = if i == 3 { 69 } else { 70 };
-                part.product(ma, MatRef::rows(&bs[i], 40, cols))
+                let n = if i == 3 { 69 } else { 70 };
+                part.product_by_columns(ma, n, 16, false, |cols, dst| columns(&bs[i], cols, dst))
             })
         });
         assert!(err.is_err());
-        assert_eq!(got, want, "nothing appended");
+        assert_eq!(got, runs[0], "nothing appended");
     }
 
     #[test]
