@@ -127,6 +127,14 @@ unsafe impl Send for Base {}
 // SAFETY: as for `Send`.
 unsafe impl Sync for Base {}
 
+impl Base {
+    /// The pointer, through a method so that closures capture the whole `Base` (which is
+    /// `Sync`) rather than its raw-pointer field (which is not).
+    fn ptr(&self) -> *mut f32 {
+        self.0
+    }
+}
+
 impl Part<'_> {
     /// Writes `a·b` (m × n, row-major) into the part, `width` columns of `b` at a time: `fill`
     /// gets the columns `j0..j1` and writes them as a row-major k × (j1 − j0) matrix into the
@@ -162,12 +170,11 @@ impl Part<'_> {
             let mut b = Scratch::take(k * w);
             fill(j0..j0 + w, &mut b[..k * w]);
             let bm = MatRef::rows(&b[..k * w], k, w);
-            let base = base;
             // SAFETY: `a` fits its slice (checked above) and `bm` is a row-major k × w view
             // of `b`. The destination is columns [j0, j0 + w) of the m × n row-major part:
             // element (i, j) at j0 + i·n + j < m·n, every one written (read_dst false,
             // k ≥ 1), and no other block writes these columns.
-            unsafe { kernel(base.0.add(j0), n, false, a, bm, Par::None) };
+            unsafe { kernel(base.ptr().add(j0), n, false, a, bm, Par::None) };
         };
         if parallel {
             (0..n).into_par_iter().step_by(width).for_each(block);
