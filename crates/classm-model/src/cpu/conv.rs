@@ -1,23 +1,25 @@
-//! 2-D convolution without bias (one group, no dilation): im2col of a chunk of images into
-//! one `[C·kh·kw, images·positions]` matrix and a single gemm per chunk, so deep layers with
-//! few positions still make one large product. The backward computes the weight gradient
-//! (summed over chunks in order) and the input gradient in one op: for stride 1 as the
-//! transposed convolution, otherwise as gemm + col2im.
+//! 2-D convolution without bias (one group, no dilation) as im2col + gemm, the im2col matrix
+//! built and multiplied a cache-sized block of columns at a time: blocks of output rows of one
+//! image for large maps, blocks of whole images for the deep layers' small maps (so that
+//! their products still have enough columns). The backward computes the weight gradient and
+//! the input gradient in one op: for stride 1 as the transposed convolution, otherwise as
+//! gemm + col2im over chunks of images.
 
 use std::ops::Range;
 
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor, bail};
 use rayon::prelude::*;
 
-use super::gemm::{MatRef, append_parts, matmul, matmul_append, matmul_serial};
+use super::gemm::{MatRef, append_parts, matmul, matmul_append, matmul_by_columns, matmul_serial};
 use super::scratch::Scratch;
 use super::{applies, values};
 
-/// Positions per image from which each image gets its own product written straight into
-/// the output; below it, one product per chunk and a reordering copy.
+/// Positions per image from which each image gets its own products written straight into
+/// the output; below it, products over blocks of whole images and a reordering copy.
 const PER_IMAGE: usize = 64;
 
-/// Floats of im2col scratch per chunk of images (16 MiB); a chunk holds at least one image.
+/// Floats of im2col scratch per chunk of images on the backward's chunked paths (16 MiB); a
+/// chunk holds at least one image.
 const COL_BUDGET: usize = 1 << 22;
 
 /// Floats of an image's im2col matrix built and multiplied at a time on the per-image paths
@@ -83,6 +85,16 @@ impl Geom {
 
     fn chunk(&self) -> usize {
         (COL_BUDGET / (self.ckk() * self.positions()).max(1)).clamp(1, self.n.max(1))
+    }
+
+    /// Whole images per block of about `budget` im2col floats for maps under
+    /// [`PER_IMAGE`] positions, and at least [`MIN_BLOCK_POSITIONS`] columns, evened out.
+    fn block_images(&self, budget: usize) -> usize {
+        let (p, n) = (self.positions().max(1), self.n.max(1));
+        let images = (budget / (self.ckk() * p).max(1))
+            .max(MIN_BLOCK_POSITIONS.div_ceil(p))
+            .clamp(1, n);
+        n.div_ceil(n.div_ceil(images))
     }
 
     /// Output rows per block of about `budget` im2col floats, and at least
@@ -158,20 +170,24 @@ impl Geom {
     }
 }
 
-/// Writes images `[n0, n0+b)` of `x` as columns of `col` (`[ckk][b·positions]`).
-fn im2col(g: &Geom, x: &[f32], n0: usize, b: usize, col: &mut [f32]) {
+/// Writes images `[n0, n0+b)` of `x` as columns of `col` (`[ckk][b·positions]`), rows in
+/// parallel with `parallel`.
+fn im2col(g: &Geom, x: &[f32], n0: usize, b: usize, col: &mut [f32], parallel: bool) {
     let p = g.positions();
     let l = b * p;
     let taps = g.taps();
-    col[..g.ckk() * l]
-        .par_chunks_mut(l)
-        .enumerate()
-        .for_each(|(r, row)| {
-            let (c, tap) = (r / taps.len(), &taps[r % taps.len()]);
-            for (i, dst) in row.chunks_exact_mut(p).enumerate() {
-                im2col_row(g, g.plane(x, n0 + i, c), tap, 0..g.ho, dst);
-            }
-        });
+    let row = |(r, row): (usize, &mut [f32])| {
+        let (c, tap) = (r / taps.len(), &taps[r % taps.len()]);
+        for (i, dst) in row.chunks_exact_mut(p).enumerate() {
+            im2col_row(g, g.plane(x, n0 + i, c), tap, 0..g.ho, dst);
+        }
+    };
+    let col = &mut col[..g.ckk() * l];
+    if parallel {
+        col.par_chunks_mut(l).enumerate().for_each(row);
+    } else {
+        col.chunks_mut(l).enumerate().for_each(row);
+    }
 }
 
 /// The columns of image `n`'s im2col matrix for output rows `rows`, as a row-major
@@ -335,20 +351,17 @@ fn forward_into(g: &Geom, x: &[f32], w: &[f32], out: &mut Vec<f32>) -> Result<()
             })
         });
     }
-    let chunk = g.chunk();
-    let mut col = Scratch::take(ckk * chunk * p);
-    let mut tmp = Scratch::take(o * chunk * p);
-    for n0 in (0..g.n).step_by(chunk) {
-        let b = chunk.min(g.n - n0);
-        let l = b * p;
-        im2col(g, x, n0, b, &mut col);
-        // Few positions: one product for the chunk, then [o][b·p] → [b][o][p].
-        let cm = MatRef::rows(&col[..ckk * l], ckk, l);
-        matmul(&mut tmp[..o * l], false, wm, cm)?;
-        for i in 0..b {
-            for oo in 0..o {
-                out.extend_from_slice(&tmp[oo * l + i * p..][..p]);
-            }
+    // Few positions per image: the product over all images' columns, a block of whole images
+    // at a time (blocks in parallel), then [o][n·p] → [n][o][p].
+    let l = g.n * p;
+    let mut tmp = Scratch::take(o * l);
+    let width = g.block_images(FWD_BLOCK) * p;
+    matmul_by_columns(&mut tmp[..o * l], wm, l, width, true, |cols, b| {
+        im2col(g, x, cols.start / p, cols.len() / p, b, false);
+    })?;
+    for i in 0..g.n {
+        for oo in 0..o {
+            out.extend_from_slice(&tmp[oo * l + i * p..][..p]);
         }
     }
     Ok(())
@@ -428,7 +441,7 @@ fn backward(g: &Geom, x: &[f32], w: &[f32], dy: &[f32], need_dx: bool) -> Result
         } else {
             MatRef::rows(&dyt[..o * l], o, l)
         };
-        im2col(g, x, n0, b, &mut col);
+        im2col(g, x, n0, b, &mut col, true);
         // dW (o × ckk) += dYᵀ (o × l) · colᵀ (l × ckk), chunks in order.
         let cols = MatRef::transposed(&col[..ckk * l], l, ckk);
         if n0 == 0 {

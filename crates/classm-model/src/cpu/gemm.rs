@@ -3,6 +3,7 @@
 #![allow(unsafe_code)]
 
 use std::mem::MaybeUninit;
+use std::ops::Range;
 
 use candle_core::{Result, bail};
 use gemm::Parallelism as Par;
@@ -136,11 +137,8 @@ impl Base {
 }
 
 impl Part<'_> {
-    /// Writes `a·b` (m × n, row-major) into the part, `width` columns of `b` at a time: `fill`
-    /// gets the columns `j0..j1` and writes them as a row-major k × (j1 − j0) matrix into the
-    /// slice it is given, so that an operand built on the fly (an im2col block) stays in cache
-    /// for its product. Blocks run in parallel with `parallel`; each is the same product
-    /// either way, so the bits do not depend on it. The part's length must be m·n.
+    /// Writes `a·b` (m × n, row-major) into the part as [`matmul_by_columns`] does. The
+    /// part's length must be m·n.
     pub fn product_by_columns<F>(
         self,
         a: MatRef,
@@ -150,43 +148,86 @@ impl Part<'_> {
         fill: F,
     ) -> Result<Filled>
     where
-        F: Fn(std::ops::Range<usize>, &mut [f32]) + Sync,
+        F: Fn(Range<usize>, &mut [f32]) + Sync,
     {
-        let (m, k) = (a.rows, a.cols);
         let at = self.0.as_ptr() as usize;
-        if self.0.len() != m * n || width == 0 || !a.fits() {
-            bail!(
-                "a {m}×{k} by {n} product in blocks of {width} columns for {} elements",
-                self.0.len()
-            );
-        }
-        if k == 0 || m == 0 {
-            self.0.fill(MaybeUninit::new(0.0));
-            return Ok(Filled(at));
-        }
-        let base = Base(self.0.as_mut_ptr().cast::<f32>());
-        let block = |j0: usize| {
-            let w = width.min(n - j0);
-            let mut b = Scratch::take(k * w);
-            fill(j0..j0 + w, &mut b[..k * w]);
-            let bm = MatRef::rows(&b[..k * w], k, w);
-            // SAFETY: `a` fits its slice (checked above) and `bm` is a row-major k × w view
-            // of `b`. The destination is columns [j0, j0 + w) of the m × n row-major part:
-            // element (i, j) at j0 + i·n + j < m·n, every one written (read_dst false,
-            // k ≥ 1), and no other block writes these columns.
-            unsafe { kernel(base.ptr().add(j0), n, false, a, bm, Par::None) };
-        };
-        if parallel {
-            (0..n).into_par_iter().step_by(width).for_each(block);
-        } else {
-            (0..n).step_by(width).for_each(block);
-        }
+        by_columns(self.0, a, n, width, parallel, fill)?;
         Ok(Filled(at))
     }
 }
 
+/// `dst (m × n, row-major) = a·b`, `width` columns of `b` at a time: `fill` gets the columns
+/// `j0..j1` and writes them as a row-major k × (j1 − j0) matrix into the slice it is given, so
+/// that an operand built on the fly (an im2col block) stays in cache for its product. Blocks
+/// run in parallel with `parallel` (a single block then splits its product across threads);
+/// the gemm never splits its inner dimension, so the bits depend on `width` only.
+pub(crate) fn matmul_by_columns<F>(
+    dst: &mut [f32],
+    a: MatRef,
+    n: usize,
+    width: usize,
+    parallel: bool,
+    fill: F,
+) -> Result<()>
+where
+    F: Fn(Range<usize>, &mut [f32]) + Sync,
+{
+    // SAFETY: `by_columns` only stores initialised values, so `dst` stays initialised.
+    let dst = unsafe { &mut *(std::ptr::from_mut(dst) as *mut [MaybeUninit<f32>]) };
+    by_columns(dst, a, n, width, parallel, fill)
+}
+
+/// The body of [`matmul_by_columns`]: writes every one of `dst`'s m·n elements.
+fn by_columns<F>(
+    dst: &mut [MaybeUninit<f32>],
+    a: MatRef,
+    n: usize,
+    width: usize,
+    parallel: bool,
+    fill: F,
+) -> Result<()>
+where
+    F: Fn(Range<usize>, &mut [f32]) + Sync,
+{
+    let (m, k) = (a.rows, a.cols);
+    if dst.len() != m * n || width == 0 || !a.fits() {
+        bail!(
+            "a {m}×{k} by {n} product in blocks of {width} columns for {} elements",
+            dst.len()
+        );
+    }
+    if k == 0 || m == 0 {
+        dst.fill(MaybeUninit::new(0.0));
+        return Ok(());
+    }
+    let blocks = n.div_ceil(width);
+    let par = if parallel && blocks == 1 {
+        Par::Rayon(0)
+    } else {
+        Par::None
+    };
+    let base = Base(dst.as_mut_ptr().cast::<f32>());
+    let block = |j0: usize| {
+        let w = width.min(n - j0);
+        let mut b = Scratch::take(k * w);
+        fill(j0..j0 + w, &mut b[..k * w]);
+        let bm = MatRef::rows(&b[..k * w], k, w);
+        // SAFETY: `a` fits its slice (checked above) and `bm` is a row-major k × w view of
+        // `b`. The destination is columns [j0, j0 + w) of the m × n row-major `dst`: element
+        // (i, j) at j0 + i·n + j < m·n, every one written (read_dst false, k ≥ 1), and no
+        // other block writes these columns.
+        unsafe { kernel(base.ptr().add(j0), n, false, a, bm, par) };
+    };
+    if parallel && blocks > 1 {
+        (0..n).into_par_iter().step_by(width).for_each(block);
+    } else {
+        (0..n).step_by(width).for_each(block);
+    }
+    Ok(())
+}
+
 /// Appends `parts` parts of `len` elements each, computed in parallel by `fill`, which gets
-/// its part's index and fills it with [`Part::product`]. One whole product per task: a small
+/// its part's index and fills it with [`Part::product_by_columns`]. One whole product per task: a small
 /// product split across threads spends what it gains on the split. The bits are those of
 /// [`matmul_append`] (no product splits its inner dimension either way).
 pub(crate) fn append_parts<F>(out: &mut Vec<f32>, parts: usize, len: usize, fill: F) -> Result<()>

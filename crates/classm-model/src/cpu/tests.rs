@@ -297,26 +297,28 @@ fn mismatched_shapes_are_errors_not_panics() {
 
 #[test]
 fn larger_odd_sizes_and_paddings_match_a_direct_convolution() {
-    // One thread takes the per-image path for maps of 64 positions or more, four threads (more
-    // than the three images) the chunked im2col path: both must match the direct convolution
-    // and each other bit for bit.
+    // One thread runs the im2col blocks (of output rows for maps of 64 positions or more, of
+    // whole images below) in order, four threads (more than the three images) in parallel:
+    // both must match the direct convolution and each other bit for bit.
     let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
     let cases = [(10, 10), (11, 13), (10, 17), (16, 9)]
-        .map(|hw| (hw, 5, 3, 1))
+        .map(|hw| (3, hw, 5, 3, 1))
         .into_iter()
         // Strided, as a stage's first convolution (3×3) and its downsample (1×1).
         .chain(
             [(17, 19), (20, 16)]
                 .into_iter()
-                .flat_map(|hw| [(hw, 5, 3, 2), (hw, 5, 1, 2)]),
+                .flat_map(|hw| [(3, hw, 5, 3, 2), (3, hw, 5, 1, 2)]),
         )
         // Enough channels for the per-image paths to build and multiply im2col in several
         // blocks of output rows, the last one partial, padding rows inside blocks.
-        .chain([((22, 19), 128, 3, 1), ((40, 38), 128, 3, 2)]);
-    for ((h, w), c, k, stride) in cases {
+        .chain([(3, (22, 19), 128, 3, 1), (3, (40, 38), 128, 3, 2)])
+        // Small maps in several blocks of whole images, the last one smaller.
+        .chain([(7, (7, 7), 128, 3, 1), (7, (9, 9), 128, 3, 2)]);
+    for (nb, (h, w), c, k, stride) in cases {
         for p in 0..=2.min(k) {
-            let case = format!("{h}×{w} c{c} k{k} s{stride} p{p}");
-            let x = Var::from_tensor(&randn(&[3, c, h, w], (h * 31 + w + p) as u64)).unwrap();
+            let case = format!("{nb}×{h}×{w} c{c} k{k} s{stride} p{p}");
+            let x = Var::from_tensor(&randn(&[nb, c, h, w], (h * 31 + w + p) as u64)).unwrap();
             let wt = Var::from_tensor(&randn(&[4, c, k, k], 77 + p as u64)).unwrap();
             let run = |threads: usize| {
                 let pool = rayon::ThreadPoolBuilder::new()
@@ -345,7 +347,7 @@ fn larger_odd_sizes_and_paddings_match_a_direct_convolution() {
                 &flat(x.as_tensor()),
                 &flat(wt.as_tensor()),
                 &r,
-                [3, c, h, w],
+                [nb, c, h, w],
                 [4, k],
                 stride,
                 p,
