@@ -10,7 +10,9 @@ use std::ops::Range;
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor, bail};
 use rayon::prelude::*;
 
-use super::gemm::{MatRef, append_parts, matmul, matmul_append, matmul_by_columns, matmul_serial};
+use super::gemm::{
+    ColumnBlocks, MatRef, append_parts, matmul, matmul_append, matmul_by_columns, matmul_serial,
+};
 use super::scratch::Scratch;
 use super::{applies, values};
 
@@ -343,10 +345,13 @@ fn forward_into(g: &Geom, x: &[f32], w: &[f32], out: &mut Vec<f32>) -> Result<()
         // With at least one image per thread the images run in parallel and each one's blocks
         // in order (no fork-join between them; faster on one thread too), else the blocks run
         // in parallel. The blocks are the same either way, and so are the bits.
-        let parallel_blocks = g.n < rayon::current_num_threads();
-        let width = g.block_rows(FWD_BLOCK) * g.wo;
+        let blocks = ColumnBlocks {
+            n: p,
+            width: g.block_rows(FWD_BLOCK) * g.wo,
+            parallel: g.n < rayon::current_num_threads(),
+        };
         return append_parts(out, g.n, o * p, |i, part| {
-            part.product_by_columns(wm, p, width, parallel_blocks, |cols, b| {
+            part.product_by_columns(wm, blocks, |cols, b| {
                 im2col_rows(g, x, i, cols.start / g.wo..cols.end / g.wo, b);
             })
         });
@@ -355,8 +360,12 @@ fn forward_into(g: &Geom, x: &[f32], w: &[f32], out: &mut Vec<f32>) -> Result<()
     // at a time (blocks in parallel), then [o][n·p] → [n][o][p].
     let l = g.n * p;
     let mut tmp = Scratch::take(o * l);
-    let width = g.block_images(FWD_BLOCK) * p;
-    matmul_by_columns(&mut tmp[..o * l], wm, l, width, true, |cols, b| {
+    let blocks = ColumnBlocks {
+        n: l,
+        width: g.block_images(FWD_BLOCK) * p,
+        parallel: true,
+    };
+    matmul_by_columns(&mut tmp[..o * l], wm, blocks, |cols, b| {
         im2col(g, x, cols.start / p, cols.len() / p, b, false);
     })?;
     for i in 0..g.n {

@@ -139,34 +139,34 @@ impl Base {
 impl Part<'_> {
     /// Writes `a·b` (m × n, row-major) into the part as [`matmul_by_columns`] does. The
     /// part's length must be m·n.
-    pub fn product_by_columns<F>(
-        self,
-        a: MatRef,
-        n: usize,
-        width: usize,
-        parallel: bool,
-        fill: F,
-    ) -> Result<Filled>
+    pub fn product_by_columns<F>(self, a: MatRef, blocks: ColumnBlocks, fill: F) -> Result<Filled>
     where
         F: Fn(Range<usize>, &mut [f32]) + Sync,
     {
         let at = self.0.as_ptr() as usize;
-        by_columns(self.0, a, n, width, parallel, fill)?;
+        by_columns(self.0, a, blocks, fill)?;
         Ok(Filled(at))
     }
 }
 
-/// `dst (m × n, row-major) = a·b`, `width` columns of `b` at a time: `fill` gets the columns
+/// How a product's `n` columns are split: blocks of `width` (the last one shorter), run in
+/// parallel or in order.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ColumnBlocks {
+    pub n: usize,
+    pub width: usize,
+    pub parallel: bool,
+}
+
+/// `dst (m × n, row-major) = a·b`, a block of `b`'s columns at a time: `fill` gets the columns
 /// `j0..j1` and writes them as a row-major k × (j1 − j0) matrix into the slice it is given, so
-/// that an operand built on the fly (an im2col block) stays in cache for its product. Blocks
-/// run in parallel with `parallel` (a single block then splits its product across threads);
-/// the gemm never splits its inner dimension, so the bits depend on `width` only.
+/// that an operand built on the fly (an im2col block) stays in cache for its product. With
+/// `parallel`, blocks run in parallel (a single block splits its product across threads); the
+/// gemm never splits its inner dimension, so the bits depend on the block width only.
 pub(crate) fn matmul_by_columns<F>(
     dst: &mut [f32],
     a: MatRef,
-    n: usize,
-    width: usize,
-    parallel: bool,
+    blocks: ColumnBlocks,
     fill: F,
 ) -> Result<()>
 where
@@ -174,21 +174,20 @@ where
 {
     // SAFETY: `by_columns` only stores initialised values, so `dst` stays initialised.
     let dst = unsafe { &mut *(std::ptr::from_mut(dst) as *mut [MaybeUninit<f32>]) };
-    by_columns(dst, a, n, width, parallel, fill)
+    by_columns(dst, a, blocks, fill)
 }
 
 /// The body of [`matmul_by_columns`]: writes every one of `dst`'s m·n elements.
 fn by_columns<F>(
     dst: &mut [MaybeUninit<f32>],
     a: MatRef,
-    n: usize,
-    width: usize,
-    parallel: bool,
+    blocks: ColumnBlocks,
     fill: F,
 ) -> Result<()>
 where
     F: Fn(Range<usize>, &mut [f32]) + Sync,
 {
+    let ColumnBlocks { n, width, parallel } = blocks;
     let (m, k) = (a.rows, a.cols);
     if dst.len() != m * n || width == 0 || !a.fits() {
         bail!(
@@ -380,9 +379,12 @@ mod tests {
             let mut got = vec![1.5f32];
             pool.install(|| {
                 append_parts(&mut got, 5, 6 * 70, |i, part| {
-                    part.product_by_columns(ma, 70, 16, parallel, |cols, dst| {
-                        columns(&bs[i], cols, dst)
-                    })
+                    let blocks = ColumnBlocks {
+                        n: 70,
+                        width: 16,
+                        parallel,
+                    };
+                    part.product_by_columns(ma, blocks, |cols, dst| columns(&bs[i], cols, dst))
                 })
             })
             .unwrap();
@@ -402,7 +404,12 @@ mod tests {
             append_parts(&mut got, 5, 6 * 70, |i, part| {
                 // Part 3 asks for a product of the wrong size.
                 let n = if i == 3 { 69 } else { 70 };
-                part.product_by_columns(ma, n, 16, false, |cols, dst| columns(&bs[i], cols, dst))
+                let blocks = ColumnBlocks {
+                    n,
+                    width: 16,
+                    parallel: false,
+                };
+                part.product_by_columns(ma, blocks, |cols, dst| columns(&bs[i], cols, dst))
             })
         });
         assert!(err.is_err());

@@ -25,6 +25,10 @@ fn rel_diff(a: &Tensor, b: &Tensor) -> f32 {
     d / scale
 }
 
+fn flat(t: &Tensor) -> Vec<f32> {
+    t.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+}
+
 fn randn(shape: &[usize], seed: u64) -> Tensor {
     // A fixed pseudo-random pattern: candle's CPU generator cannot be seeded.
     let n: usize = shape.iter().product();
@@ -245,7 +249,6 @@ fn every_small_geometry_matches_a_direct_convolution() {
                         let y = super::conv::conv2d(x.as_tensor(), wt.as_tensor(), s, p).unwrap();
                         let r = randn(y.dims(), seed + 2);
                         let g = (&y * &r).unwrap().sum_all().unwrap().backward().unwrap();
-                        let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
                         let (wy, wdx, wdw) = naive_conv(
                             &flat(x.as_tensor()),
                             &flat(wt.as_tensor()),
@@ -300,7 +303,6 @@ fn larger_odd_sizes_and_paddings_match_a_direct_convolution() {
     // One thread runs the im2col blocks (of output rows for maps of 64 positions or more, of
     // whole images below) in order, four threads (more than the three images) in parallel:
     // both must match the direct convolution and each other bit for bit.
-    let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
     let cases = [(10, 10), (11, 13), (10, 17), (16, 9)]
         .map(|hw| (3, hw, 5, 3, 1))
         .into_iter()
@@ -399,17 +401,7 @@ fn max_pool_matches_a_row_major_scan_with_ties_signed_zeros_and_nans() {
             let (ho, wo) = ((h - 1) / 2 + 1, (w - 1) / 2 + 1);
             let gy = randn(&[2, 3, ho, wo], 9);
             let g = (&y * &gy).unwrap().sum_all().unwrap().backward().unwrap();
-            let (yv, gyv) = (
-                y.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
-                gy.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
-            );
-            let dx = g
-                .get(&x)
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .to_vec1::<f32>()
-                .unwrap();
+            let (yv, gyv, dx) = (flat(&y), flat(&gy), flat(g.get(&x).unwrap()));
             let mut want_dx = vec![0f32; n];
             for plane in 0..6 {
                 for oy in 0..ho {
