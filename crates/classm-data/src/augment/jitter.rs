@@ -125,12 +125,12 @@ impl FoldedJitter {
         };
         let (wr, wg, wb) = (weigh(19595, 0), weigh(38470, 0), weigh(7471, 0x8000));
         match &self.saturation {
-            None => sum_rows(rgb, |p| {
+            None => sum_pixels(rgb, |p| {
                 wr[p[0] as usize] + wg[p[1] as usize] + wb[p[2] as usize]
             }),
             Some(sat) => {
                 let pre = &self.pre;
-                sum_rows(rgb, |p| {
+                sum_pixels(rgb, |p| {
                     let q = [pre[p[0] as usize], pre[p[1] as usize], pre[p[2] as usize]];
                     let row = &sat[luma(q[0], q[1], q[2]) as usize];
                     wr[row[q[0] as usize] as usize]
@@ -188,7 +188,7 @@ impl JitterDraw {
 
 /// Σ `f(pixel) >> 16` over the packed RGB pixels of `rgb`.
 #[inline(always)]
-fn sum_rows(rgb: &[u8], f: impl Fn(&[u8]) -> u32) -> u64 {
+fn sum_pixels(rgb: &[u8], f: impl Fn(&[u8]) -> u32) -> u64 {
     rgb.chunks_exact(3).map(|p| u64::from(f(p) >> 16)).sum()
 }
 

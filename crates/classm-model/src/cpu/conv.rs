@@ -89,25 +89,25 @@ impl Geom {
         (COL_BUDGET / (self.ckk() * self.positions()).max(1)).clamp(1, self.n.max(1))
     }
 
-    /// Whole images per block of about `budget` im2col floats for maps under
-    /// [`PER_IMAGE`] positions, and at least [`MIN_BLOCK_POSITIONS`] columns, evened out.
-    fn block_images(&self, budget: usize) -> usize {
-        let (p, n) = (self.positions().max(1), self.n.max(1));
-        let images = (budget / (self.ckk() * p).max(1))
-            .max(MIN_BLOCK_POSITIONS.div_ceil(p))
-            .clamp(1, n);
-        n.div_ceil(n.div_ceil(images))
+    /// Units of `unit` im2col columns per block of about `budget` im2col floats, at least
+    /// [`MIN_BLOCK_POSITIONS`] columns and at most all `units`, evened out over the blocks so
+    /// that the last one is not a sliver.
+    fn block_units(&self, budget: usize, unit: usize, units: usize) -> usize {
+        let (unit, units) = (unit.max(1), units.max(1));
+        let per = (budget / (self.ckk() * unit).max(1))
+            .max(MIN_BLOCK_POSITIONS.div_ceil(unit))
+            .clamp(1, units);
+        units.div_ceil(units.div_ceil(per))
     }
 
-    /// Output rows per block of about `budget` im2col floats, and at least
-    /// [`MIN_BLOCK_POSITIONS`] positions (or the whole image), evened out over the blocks
-    /// so that the last one is not a sliver.
+    /// Output rows per block of one image's im2col (maps of [`PER_IMAGE`] positions or more).
     fn block_rows(&self, budget: usize) -> usize {
-        let (wo, ho) = (self.wo.max(1), self.ho.max(1));
-        let rows = (budget / (self.ckk() * wo).max(1))
-            .max(MIN_BLOCK_POSITIONS.div_ceil(wo))
-            .clamp(1, ho);
-        ho.div_ceil(ho.div_ceil(rows))
+        self.block_units(budget, self.wo, self.ho)
+    }
+
+    /// Whole images per block of the batch's im2col (maps under [`PER_IMAGE`] positions).
+    fn block_images(&self, budget: usize) -> usize {
+        self.block_units(budget, self.positions(), self.n)
     }
 
     fn out_dims(&self) -> [usize; 4] {

@@ -85,29 +85,29 @@ fn matmul_with(dst: &mut [f32], accumulate: bool, a: MatRef, b: MatRef, par: Par
 /// Appends `a·b` (m×n, row-major) to `out` without initialising the space first: the output
 /// of a layer is written once, by the kernel.
 pub(crate) fn matmul_append(out: &mut Vec<f32>, a: MatRef, b: MatRef) -> Result<()> {
-    let mn = a.rows * b.cols;
-    out.reserve(mn);
-    let start = out.len();
-    write_product(&mut out.spare_capacity_mut()[..mn], a, b, Par::Rayon(0))?;
-    // SAFETY: `write_product` returned Ok, so it initialised all m·n elements past `start`.
-    unsafe { out.set_len(start + mn) };
-    Ok(())
-}
-
-/// Writes `a·b` into `dst`, exactly m·n uninitialised elements, every one of them.
-fn write_product(dst: &mut [MaybeUninit<f32>], a: MatRef, b: MatRef, par: Par) -> Result<()> {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     check(m * n, a, b)?;
-    if dst.len() != m * n {
-        bail!("{} elements for a {m}×{n} product", dst.len());
-    }
+    out.reserve(m * n);
+    let start = out.len();
+    let dst = &mut out.spare_capacity_mut()[..m * n];
     if k == 0 {
         dst.fill(MaybeUninit::new(0.0));
     } else if m * n > 0 {
         // SAFETY: as in `matmul` for the operands; `dst` is exclusively borrowed and holds
         // the m·n elements, which the kernel only writes (read_dst false, k ≥ 1), every one.
-        unsafe { kernel(dst.as_mut_ptr().cast::<f32>(), n, false, a, b, par) };
+        unsafe {
+            kernel(
+                dst.as_mut_ptr().cast::<f32>(),
+                n,
+                false,
+                a,
+                b,
+                Par::Rayon(0),
+            )
+        };
     }
+    // SAFETY: every one of the m·n elements past `start` was written just above.
+    unsafe { out.set_len(start + m * n) };
     Ok(())
 }
 
@@ -122,8 +122,8 @@ pub(crate) struct Filled(usize);
 #[derive(Clone, Copy)]
 struct Base(*mut f32);
 
-// SAFETY: only `Part::product_by_columns` makes one, and each of its tasks writes its own
-// columns through it.
+// SAFETY: only `by_columns` makes one, and each of its tasks writes its own columns through
+// it.
 unsafe impl Send for Base {}
 // SAFETY: as for `Send`.
 unsafe impl Sync for Base {}
@@ -199,8 +199,8 @@ where
         dst.fill(MaybeUninit::new(0.0));
         return Ok(());
     }
-    let blocks = n.div_ceil(width);
-    let par = if parallel && blocks == 1 {
+    let count = n.div_ceil(width);
+    let par = if parallel && count == 1 {
         Par::Rayon(0)
     } else {
         Par::None
@@ -217,7 +217,7 @@ where
         // other block writes these columns.
         unsafe { kernel(base.ptr().add(j0), n, false, a, bm, par) };
     };
-    if parallel && blocks > 1 {
+    if parallel && count > 1 {
         (0..n).into_par_iter().step_by(width).for_each(block);
     } else {
         (0..n).step_by(width).for_each(block);
@@ -226,9 +226,9 @@ where
 }
 
 /// Appends `parts` parts of `len` elements each, computed in parallel by `fill`, which gets
-/// its part's index and fills it with [`Part::product_by_columns`]. One whole product per task: a small
-/// product split across threads spends what it gains on the split. The bits are those of
-/// [`matmul_append`] (no product splits its inner dimension either way).
+/// its part's index and fills it with [`Part::product_by_columns`]: one part per task, so
+/// that small products are not split across threads, where they would spend on the split
+/// what they gain.
 pub(crate) fn append_parts<F>(out: &mut Vec<f32>, parts: usize, len: usize, fill: F) -> Result<()>
 where
     F: Fn(usize, Part<'_>) -> Result<Filled> + Sync,
