@@ -8,6 +8,7 @@
 
 mod ema;
 mod error;
+mod fused;
 mod loss;
 mod mixup;
 mod optim;

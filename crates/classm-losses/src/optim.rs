@@ -4,11 +4,10 @@
 //! parameters. Parameters without a gradient (BatchNorm running statistics) are skipped, as in
 //! torch.
 
+use crate::error::{LossError, Result};
+use crate::fused;
 use candle_core::backprop::GradStore;
 use candle_core::{DType, Tensor, Var};
-use rayon::prelude::*;
-
-use crate::error::{LossError, Result};
 
 /// Settings of [`RmsProp`] (torch defaults except where CLASS-M sets them).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -133,10 +132,10 @@ fn zeros_like_all(vars: &[Var]) -> Result<Vec<Tensor>> {
 
 /// torch's `RMSprop` (not centred).
 ///
-/// On the CPU the update runs as one fused loop per parameter over its values (in parallel
-/// over chunks; elementwise, so the thread count does not change the result) instead of a
-/// dozen allocating tensor ops: on the CPU presets the op-by-op update was a third of a
-/// training step. Elsewhere it runs as tensor ops.
+/// On the CPU the update runs as one fused loop per parameter, in place on the parameter's
+/// storage (in parallel over chunks; elementwise, so the thread count does not change the
+/// result), instead of a dozen allocating tensor ops: on the CPU presets the op-by-op update
+/// was a third of a training step. Elsewhere it runs as tensor ops.
 #[derive(Debug)]
 pub struct RmsProp {
     vars: Vec<Var>,
@@ -153,39 +152,23 @@ type FlatState = Vec<Vec<f32>>;
 impl RmsProp {
     /// An optimiser over `vars` (leave BatchNorm running statistics out).
     pub fn new(vars: Vec<Var>, p: RmsPropParams) -> Result<Self> {
-        if !(p.lr >= 0.0 && p.eps > 0.0 && (0.0..=1.0).contains(&p.alpha) && p.momentum >= 0.0) {
-            return Err(LossError::invalid(format!(
-                "invalid RMSprop settings {p:?}"
-            )));
+        if !fused::applies(&vars) {
+            return Self::with_tensor_ops(vars, p);
         }
-        let cpu = vars
-            .iter()
-            .all(|v| v.as_tensor().device().is_cpu() && v.as_tensor().dtype() == DType::F32);
-        if cpu {
-            let zeros = || {
-                vars.iter()
-                    .map(|v| vec![0f32; v.as_tensor().elem_count()])
-                    .collect()
-            };
-            let flat = Some((zeros(), zeros()));
-            return Ok(RmsProp {
-                vars,
-                p,
-                square_avg: Vec::new(),
-                momentum_buf: Vec::new(),
-                flat,
-            });
-        }
-        Self::with_tensor_ops(vars, p)
+        check_rmsprop(&p)?;
+        let flat = Some((fused::zeros(&vars), fused::zeros(&vars)));
+        Ok(RmsProp {
+            vars,
+            p,
+            square_avg: Vec::new(),
+            momentum_buf: Vec::new(),
+            flat,
+        })
     }
 
     /// The update as candle tensor ops on any device (what [`RmsProp::new`] picks off the CPU).
     pub fn with_tensor_ops(vars: Vec<Var>, p: RmsPropParams) -> Result<Self> {
-        if !(p.lr >= 0.0 && p.eps > 0.0 && (0.0..=1.0).contains(&p.alpha) && p.momentum >= 0.0) {
-            return Err(LossError::invalid(format!(
-                "invalid RMSprop settings {p:?}"
-            )));
-        }
+        check_rmsprop(&p)?;
         let square_avg = zeros_like_all(&vars)?;
         let momentum_buf = zeros_like_all(&vars)?;
         Ok(RmsProp {
@@ -211,38 +194,31 @@ impl RmsProp {
         );
         for (i, (var, g)) in self.vars.iter().zip(grads).enumerate() {
             let Some(g) = g else { continue };
-            let t = var.as_tensor();
-            let mut w = t.flatten_all()?.to_vec1::<f32>()?;
-            let g = g.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
-            if g.len() != w.len() {
-                return Err(LossError::invalid(
-                    "a gradient's size differs from its parameter's",
-                ));
-            }
-            let (sq, buf) = (&mut sq_all[i], &mut buf_all[i]);
-            const CHUNK: usize = 1 << 14;
-            w.par_chunks_mut(CHUNK)
-                .zip(g.par_chunks(CHUNK))
-                .zip(sq.par_chunks_mut(CHUNK))
-                .zip(buf.par_chunks_mut(CHUNK))
-                .for_each(|(((w, g), sq), buf)| {
-                    for j in 0..w.len() {
-                        // torch: grad += wd·p; sq = α·sq + (1 − α)·grad²; avg = √sq + ε;
-                        // buf = μ·buf + grad / avg; p −= lr·buf.
-                        let gj = if wd != 0.0 { g[j] + wd * w[j] } else { g[j] };
-                        sq[j] = sq[j] * alpha + (1.0 - alpha) * gj * gj;
-                        let avg = sq[j].sqrt() + eps;
-                        if mom > 0.0 {
-                            buf[j] = buf[j] * mom + gj / avg;
-                            w[j] -= lr * buf[j];
-                        } else {
-                            w[j] -= lr * gj / avg;
-                        }
-                    }
-                });
-            var.set(&Tensor::from_vec(w, t.shape(), t.device())?)?;
+            fused::update(var, g, &mut sq_all[i], &mut buf_all[i], |w, g, sq, buf| {
+                // torch: grad += wd·p; sq = α·sq + (1 − α)·grad²; avg = √sq + ε;
+                // buf = μ·buf + grad / avg; p −= lr·buf.
+                let g = if wd != 0.0 { g + wd * *w } else { g };
+                *sq = *sq * alpha + (1.0 - alpha) * g * g;
+                let avg = sq.sqrt() + eps;
+                if mom > 0.0 {
+                    *buf = *buf * mom + g / avg;
+                    *w -= lr * *buf;
+                } else {
+                    *w -= lr * g / avg;
+                }
+            })?;
         }
         Ok(())
+    }
+}
+
+fn check_rmsprop(p: &RmsPropParams) -> Result<()> {
+    if p.lr >= 0.0 && p.eps > 0.0 && (0.0..=1.0).contains(&p.alpha) && p.momentum >= 0.0 {
+        Ok(())
+    } else {
+        Err(LossError::invalid(format!(
+            "invalid RMSprop settings {p:?}"
+        )))
     }
 }
 
@@ -292,14 +268,7 @@ impl Optimizer for RmsProp {
     fn state(&self) -> Result<Vec<(String, Tensor)>> {
         let mut out = Vec::with_capacity(2 * self.vars.len());
         for (i, v) in self.vars.iter().enumerate() {
-            let t = v.as_tensor();
-            let (sq, buf) = match &self.flat {
-                Some((sq, buf)) => (
-                    Tensor::from_slice(&sq[i], t.shape(), t.device())?,
-                    Tensor::from_slice(&buf[i], t.shape(), t.device())?,
-                ),
-                None => (self.square_avg[i].clone(), self.momentum_buf[i].clone()),
-            };
+            let (sq, buf) = state_pair(&self.flat, &self.square_avg, &self.momentum_buf, i, v)?;
             out.push((format!("square_avg.{i}"), sq));
             out.push((format!("momentum_buffer.{i}"), buf));
         }
@@ -311,22 +280,16 @@ impl Optimizer for RmsProp {
             let t = v.as_tensor();
             let sq = restore(state, &format!("square_avg.{i}"), t)?;
             let buf = restore(state, &format!("momentum_buffer.{i}"), t)?;
-            match &mut self.flat {
-                Some((fs, fb)) => {
-                    fs[i] = sq.flatten_all()?.to_vec1::<f32>()?;
-                    fb[i] = buf.flatten_all()?.to_vec1::<f32>()?;
-                }
-                None => {
-                    self.square_avg[i] = sq;
-                    self.momentum_buf[i] = buf;
-                }
-            }
+            let (a, b) = (&mut self.square_avg, &mut self.momentum_buf);
+            set_state_pair(&mut self.flat, a, b, i, sq, buf)?;
         }
         Ok(())
     }
 }
 
 /// torch's `AdamW`.
+///
+/// Like [`RmsProp`], one fused in-place pass per parameter on the CPU, tensor ops elsewhere.
 #[derive(Debug)]
 pub struct AdamW {
     vars: Vec<Var>,
@@ -334,18 +297,31 @@ pub struct AdamW {
     step: u64,
     exp_avg: Vec<Tensor>,
     exp_avg_sq: Vec<Tensor>,
+    /// The CPU state: first and second moments as plain values.
+    flat: Option<(FlatState, FlatState)>,
 }
 
 impl AdamW {
     /// An optimiser over `vars` (leave BatchNorm running statistics out).
     pub fn new(vars: Vec<Var>, p: AdamWParams) -> Result<Self> {
-        if !(p.lr >= 0.0
-            && p.eps > 0.0
-            && (0.0..1.0).contains(&p.beta1)
-            && (0.0..1.0).contains(&p.beta2))
-        {
-            return Err(LossError::invalid(format!("invalid AdamW settings {p:?}")));
+        if !fused::applies(&vars) {
+            return Self::with_tensor_ops(vars, p);
         }
+        check_adamw(&p)?;
+        let flat = Some((fused::zeros(&vars), fused::zeros(&vars)));
+        Ok(AdamW {
+            vars,
+            p,
+            step: 0,
+            exp_avg: Vec::new(),
+            exp_avg_sq: Vec::new(),
+            flat,
+        })
+    }
+
+    /// The update as candle tensor ops on any device (what [`AdamW::new`] picks off the CPU).
+    pub fn with_tensor_ops(vars: Vec<Var>, p: AdamWParams) -> Result<Self> {
+        check_adamw(&p)?;
         let exp_avg = zeros_like_all(&vars)?;
         let exp_avg_sq = zeros_like_all(&vars)?;
         Ok(AdamW {
@@ -354,7 +330,17 @@ impl AdamW {
             step: 0,
             exp_avg,
             exp_avg_sq,
+            flat: None,
         })
+    }
+}
+
+fn check_adamw(p: &AdamWParams) -> Result<()> {
+    if p.lr >= 0.0 && p.eps > 0.0 && (0.0..1.0).contains(&p.beta1) && (0.0..1.0).contains(&p.beta2)
+    {
+        Ok(())
+    } else {
+        Err(LossError::invalid(format!("invalid AdamW settings {p:?}")))
     }
 }
 
@@ -366,6 +352,27 @@ impl Optimizer for AdamW {
         let bc1 = 1.0 - p.beta1.powi(self.step as i32);
         let bc2_sqrt = (1.0 - p.beta2.powi(self.step as i32)).sqrt();
         let step_size = p.lr / bc1;
+        if let Some((m_all, v_all)) = self.flat.as_mut() {
+            let (decay, c1, b2, c2) = (
+                (1.0 - p.lr * p.weight_decay) as f32,
+                (1.0 - p.beta1) as f32,
+                p.beta2 as f32,
+                (1.0 - p.beta2) as f32,
+            );
+            let (bc2_sqrt, eps, step_size) = (bc2_sqrt as f32, p.eps as f32, step_size as f32);
+            for (i, (var, g)) in self.vars.iter().zip(grads).enumerate() {
+                let Some(g) = g else { continue };
+                fused::update(var, g, &mut m_all[i], &mut v_all[i], |w, g, m, v| {
+                    // torch: p *= 1 − lr·wd; m.lerp_(g, 1 − β1); v = β2·v + (1 − β2)·g²;
+                    // p −= lr / bc1 · m / (√v / √bc2 + ε).
+                    *w *= decay;
+                    *m += (g - *m) * c1;
+                    *v = *v * b2 + g * g * c2;
+                    *w -= step_size * (*m / (v.sqrt() / bc2_sqrt + eps));
+                })?;
+            }
+            return Ok(());
+        }
         for (i, (var, g)) in self.vars.iter().zip(grads).enumerate() {
             let Some(g) = g else { continue };
             let w = (var.as_tensor().detach() * (1.0 - p.lr * p.weight_decay))?;
@@ -399,9 +406,10 @@ impl Optimizer for AdamW {
         if let Some(dev) = dev {
             out.push(("step".to_string(), Tensor::new(&[self.step as f64], &dev)?));
         }
-        for i in 0..self.vars.len() {
-            out.push((format!("exp_avg.{i}"), self.exp_avg[i].clone()));
-            out.push((format!("exp_avg_sq.{i}"), self.exp_avg_sq[i].clone()));
+        for (i, v) in self.vars.iter().enumerate() {
+            let (m, s) = state_pair(&self.flat, &self.exp_avg, &self.exp_avg_sq, i, v)?;
+            out.push((format!("exp_avg.{i}"), m));
+            out.push((format!("exp_avg_sq.{i}"), s));
         }
         Ok(out)
     }
@@ -418,9 +426,57 @@ impl Optimizer for AdamW {
             .to_vec1::<f64>()?;
         self.step = step.first().copied().unwrap_or(0.0) as u64;
         for (i, v) in self.vars.iter().enumerate() {
-            self.exp_avg[i] = restore(state, &format!("exp_avg.{i}"), v.as_tensor())?;
-            self.exp_avg_sq[i] = restore(state, &format!("exp_avg_sq.{i}"), v.as_tensor())?;
+            let m = restore(state, &format!("exp_avg.{i}"), v.as_tensor())?;
+            let s = restore(state, &format!("exp_avg_sq.{i}"), v.as_tensor())?;
+            set_state_pair(
+                &mut self.flat,
+                &mut self.exp_avg,
+                &mut self.exp_avg_sq,
+                i,
+                m,
+                s,
+            )?;
         }
         Ok(())
     }
+}
+
+/// Parameter `i`'s two state tensors, from the flat CPU state or the tensors.
+fn state_pair(
+    flat: &Option<(FlatState, FlatState)>,
+    a: &[Tensor],
+    b: &[Tensor],
+    i: usize,
+    var: &Var,
+) -> Result<(Tensor, Tensor)> {
+    let t = var.as_tensor();
+    Ok(match flat {
+        Some((fa, fb)) => (
+            Tensor::from_slice(&fa[i], t.shape(), t.device())?,
+            Tensor::from_slice(&fb[i], t.shape(), t.device())?,
+        ),
+        None => (a[i].clone(), b[i].clone()),
+    })
+}
+
+/// Sets parameter `i`'s two state tensors (already checked against its shape).
+fn set_state_pair(
+    flat: &mut Option<(FlatState, FlatState)>,
+    a: &mut [Tensor],
+    b: &mut [Tensor],
+    i: usize,
+    ta: Tensor,
+    tb: Tensor,
+) -> Result<()> {
+    match flat {
+        Some((fa, fb)) => {
+            fa[i] = ta.flatten_all()?.to_vec1::<f32>()?;
+            fb[i] = tb.flatten_all()?.to_vec1::<f32>()?;
+        }
+        None => {
+            a[i] = ta;
+            b[i] = tb;
+        }
+    }
+    Ok(())
 }

@@ -196,16 +196,21 @@ device_test!(optimizer_state_resumes_exactly, |dev: &Device| {
     resume_optimizer(dev, "adamw", |w| {
         Box::new(AdamW::new(vec![w], adamw).unwrap())
     });
+    resume_optimizer(dev, "adamw", |w| {
+        Box::new(AdamW::with_tensor_ops(vec![w], adamw).unwrap())
+    });
 });
 
 device_test!(adamw_steps_match_torch, |dev: &Device| {
+    let p = AdamWParams {
+        lr: 1e-2,
+        weight_decay: 0.05,
+        ..AdamWParams::default()
+    };
+    // The fused CPU loop (or tensor ops on a GPU), and tensor ops everywhere.
+    run_optimizer(dev, "adamw", |w| Box::new(AdamW::new(vec![w], p).unwrap()));
     run_optimizer(dev, "adamw", |w| {
-        let p = AdamWParams {
-            lr: 1e-2,
-            weight_decay: 0.05,
-            ..AdamWParams::default()
-        };
-        Box::new(AdamW::new(vec![w], p).unwrap())
+        Box::new(AdamW::with_tensor_ops(vec![w], p).unwrap())
     });
 });
 

@@ -1,5 +1,8 @@
-use candle_core::{Device, Tensor};
-use classm_losses::{MixUp, Reduction, linear_rampup, sharpen, triplet_roll};
+use candle_core::{Device, Tensor, Var};
+use classm_losses::{
+    AdamW, AdamWParams, MixUp, Optimizer, Reduction, RmsProp, RmsPropParams, linear_rampup,
+    sharpen, triplet_roll,
+};
 use rand::SeedableRng;
 
 #[test]
@@ -30,4 +33,20 @@ fn ramp_up_and_bad_inputs() {
         triplet_roll(&h, &h, 1.0, Reduction::Sum).is_err(),
         "one sample has no negative"
     );
+}
+
+#[test]
+fn optimisers_refuse_a_gradient_of_another_shape_and_leave_the_parameter_alone() {
+    let w0 = Tensor::new(&[1f32, 2.0, 3.0, 4.0], &Device::Cpu).unwrap();
+    let g = Tensor::new(&[0.5f32, 0.5, 0.5], &Device::Cpu).unwrap();
+    let opts: [Box<dyn Fn(Var) -> Box<dyn Optimizer>>; 2] = [
+        Box::new(|w| Box::new(RmsProp::new(vec![w], RmsPropParams::classm()).unwrap())),
+        Box::new(|w| Box::new(AdamW::new(vec![w], AdamWParams::default()).unwrap())),
+    ];
+    for make in opts {
+        let w = Var::from_tensor(&w0).unwrap();
+        let mut opt = make(w.clone());
+        assert!(opt.step_with(&[Some(g.clone())]).is_err());
+        assert_eq!(w.to_vec1::<f32>().unwrap(), w0.to_vec1::<f32>().unwrap());
+    }
 }
