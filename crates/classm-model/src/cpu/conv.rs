@@ -1,9 +1,10 @@
 //! 2-D convolution without bias (one group, no dilation) as im2col + gemm, the im2col matrix
 //! built and multiplied a cache-sized block of columns at a time: blocks of output rows of one
 //! image for large maps, blocks of whole images for the deep layers' small maps (so that
-//! their products still have enough columns). The backward computes the weight gradient and
-//! the input gradient in one op: for stride 1 as the transposed convolution, otherwise as
-//! gemm + col2im over chunks of images.
+//! their products still have enough columns). Maps narrower than [`NARROW`] fill their im2col
+//! rows through a per-call index table instead of line copies. The backward computes the
+//! weight gradient and the input gradient in one op: for stride 1 as the transposed
+//! convolution, otherwise as gemm + col2im over chunks of images.
 
 use std::ops::Range;
 
@@ -172,16 +173,66 @@ impl Geom {
     }
 }
 
+/// Output widths below which im2col gathers through an index table: on narrow maps a copy
+/// and edge fills per output line cost several times the values they move.
+const NARROW: usize = 16;
+
+impl Geom {
+    fn narrow(&self) -> bool {
+        self.wo < NARROW
+    }
+
+    /// The plane index each im2col value of output rows `rows` reads, tap by tap (`[taps][rows ·
+    /// wo]`), or `u32::MAX` where it falls in the padding.
+    fn gather_table(&self, rows: Range<usize>) -> Vec<u32> {
+        let mut t = Vec::with_capacity(self.kh * self.kw * rows.len() * self.wo);
+        for ki in 0..self.kh {
+            for kj in 0..self.kw {
+                for oy in rows.clone() {
+                    let iy = self.row(oy, ki);
+                    for ox in 0..self.wo {
+                        let ix = (ox * self.stride + kj)
+                            .checked_sub(self.pad)
+                            .filter(|&ix| ix < self.w);
+                        t.push(match (iy, ix) {
+                            (Some(iy), Some(ix)) => (iy * self.w + ix) as u32,
+                            _ => u32::MAX,
+                        });
+                    }
+                }
+            }
+        }
+        t
+    }
+}
+
+/// `dst[k] = src[idx[k]]`, zero where the index is past the plane.
+fn gather_plane(src: &[f32], idx: &[u32], dst: &mut [f32]) {
+    for (d, &i) in dst.iter_mut().zip(idx) {
+        *d = src.get(i as usize).copied().unwrap_or(0.0);
+    }
+}
+
 /// Writes images `[n0, n0+b)` of `x` as columns of `col` (`[ckk][b·positions]`), rows in
 /// parallel with `parallel`.
 fn im2col(g: &Geom, x: &[f32], n0: usize, b: usize, col: &mut [f32], parallel: bool) {
     let p = g.positions();
     let l = b * p;
     let taps = g.taps();
+    let table = if g.narrow() {
+        g.gather_table(0..g.ho)
+    } else {
+        Vec::new()
+    };
     let row = |(r, row): (usize, &mut [f32])| {
-        let (c, tap) = (r / taps.len(), &taps[r % taps.len()]);
+        let (c, t) = (r / taps.len(), r % taps.len());
         for (i, dst) in row.chunks_exact_mut(p).enumerate() {
-            im2col_row(g, g.plane(x, n0 + i, c), tap, 0..g.ho, dst);
+            let src = g.plane(x, n0 + i, c);
+            if table.is_empty() {
+                im2col_row(g, src, &taps[t], 0..g.ho, dst);
+            } else {
+                gather_plane(src, &table[t * p..][..p], dst);
+            }
         }
     };
     let col = &mut col[..g.ckk() * l];
@@ -197,6 +248,13 @@ fn im2col(g: &Geom, x: &[f32], n0: usize, b: usize, col: &mut [f32], parallel: b
 fn im2col_rows(g: &Geom, x: &[f32], n: usize, rows: Range<usize>, col: &mut [f32]) {
     let taps = g.taps();
     let len = rows.len() * g.wo;
+    if g.narrow() {
+        let table = g.gather_table(rows);
+        for (c, block) in col.chunks_exact_mut(taps.len() * len).enumerate() {
+            gather_plane(g.plane(x, n, c), &table, block);
+        }
+        return;
+    }
     for (c, block) in col.chunks_exact_mut(taps.len() * len).enumerate() {
         let src = g.plane(x, n, c);
         for (tap, row) in taps.iter().zip(block.chunks_exact_mut(len)) {
@@ -620,5 +678,52 @@ pub(crate) fn conv2d(x: &Tensor, w: &Tensor, stride: usize, pad: usize) -> Resul
             .apply_op2(&w.contiguous()?, Conv2d { stride, pad })
     } else {
         x.conv2d(w, pad, stride, 1, 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_gather_table_reads_what_the_line_copies_read() {
+        // (c, h, w, k, stride, pad): same-size, strided, the stem's 7×7, 1×1 downsampling,
+        // odd sizes, a kernel wider than the map, padding past a whole kernel row.
+        for &(c, h, w, k, stride, pad) in &[
+            (2, 4, 4, 3, 1, 1),
+            (2, 5, 3, 3, 1, 1),
+            (3, 8, 8, 3, 2, 1),
+            (1, 13, 11, 7, 2, 3),
+            (2, 7, 9, 1, 2, 0),
+            (2, 2, 2, 3, 1, 1),
+            (1, 1, 1, 3, 1, 1),
+            (2, 3, 2, 5, 1, 2),
+            (2, 6, 7, 3, 3, 2),
+            (1, 20, 18, 3, 1, 1),
+        ] {
+            let g = Geom::new(&[2, c, h, w], &[3, c, k, k], stride, pad).unwrap();
+            let x: Vec<f32> = (0..2 * c * h * w).map(|i| i as f32 + 1.0).collect();
+            let taps = g.taps();
+            for rows in [0..g.ho, g.ho / 2..g.ho, 0..g.ho.div_ceil(2)] {
+                let len = rows.len() * g.wo;
+                let table = g.gather_table(rows.clone());
+                for n in 0..2 {
+                    for ch in 0..c {
+                        let src = g.plane(&x, n, ch);
+                        for (t, tap) in taps.iter().enumerate() {
+                            let (mut a, mut b) = (vec![-1f32; len], vec![-1f32; len]);
+                            gather_plane(src, &table[t * len..][..len], &mut a);
+                            im2col_row(&g, src, tap, rows.clone(), &mut b);
+                            assert_eq!(
+                                a,
+                                b,
+                                "{:?} rows {rows:?} tap {t}",
+                                (c, h, w, k, stride, pad)
+                            );
+                        }
+                    }
+                }
+            }
+        }
     }
 }
