@@ -1,8 +1,8 @@
 //! RMSprop and AdamW with PyTorch's update order and constants, on candle `Var`s.
 //!
-//! Updates run outside the autograd graph (`Var::set`); state tensors live beside the
-//! parameters. Parameters without a gradient (BatchNorm running statistics) are skipped, as in
-//! torch.
+//! Updates run outside the autograd graph: in place on CPU parameters, with the state as plain
+//! values (see `fused`), and through `Var::set` with state tensors elsewhere. Parameters
+//! without a gradient (BatchNorm running statistics) are skipped, as in torch.
 
 use crate::error::{LossError, Result};
 use crate::fused;
