@@ -219,19 +219,14 @@ fn im2col(g: &Geom, x: &[f32], n0: usize, b: usize, col: &mut [f32], parallel: b
     let p = g.positions();
     let l = b * p;
     let taps = g.taps();
-    let table = if g.narrow() {
-        g.gather_table(0..g.ho)
-    } else {
-        Vec::new()
-    };
+    let table = g.narrow().then(|| g.gather_table(0..g.ho));
     let row = |(r, row): (usize, &mut [f32])| {
         let (c, t) = (r / taps.len(), r % taps.len());
         for (i, dst) in row.chunks_exact_mut(p).enumerate() {
             let src = g.plane(x, n0 + i, c);
-            if table.is_empty() {
-                im2col_row(g, src, &taps[t], 0..g.ho, dst);
-            } else {
-                gather_plane(src, &table[t * p..][..p], dst);
+            match &table {
+                Some(table) => gather_plane(src, &table[t * p..][..p], dst),
+                None => im2col_row(g, src, &taps[t], 0..g.ho, dst),
             }
         }
     };
