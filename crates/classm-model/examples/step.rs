@@ -12,6 +12,8 @@ use candle_nn::{VarBuilder, VarMap};
 use classm_model::{ClassmConfig, ClassmNet, ResNetConfig};
 
 fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    // As a training binary: before the pool's threads start.
+    classm_model::keep_freed_memory();
     // Inside the rayon pool, as a training loop runs (RAYON_NUM_THREADS sets its size).
     rayon::ThreadPoolBuilder::new().build()?.install(run)
 }

@@ -4,6 +4,7 @@
 //! for GPUs.
 #![deny(missing_docs)]
 
+mod alloc;
 mod classm;
 mod cpu;
 mod error;
@@ -16,6 +17,7 @@ mod pool;
 mod pretrained;
 mod resnet;
 
+pub use alloc::keep_freed_memory;
 pub use classm::{ClassmConfig, ClassmNet, ClassmOutput};
 pub use error::{HubProblem, ModelError, Result};
 #[cfg(feature = "hub")]

@@ -41,6 +41,11 @@ pub struct ModelArgs {
     /// slow spell on a shared machine does not land on one side only.
     #[arg(long, default_value_t = 2)]
     pub rounds: usize,
+    /// Run candle with glibc's default `malloc` settings instead of
+    /// `classm_model::keep_freed_memory` (which classm's training processes apply): to
+    /// measure what that setting is worth.
+    #[arg(long)]
+    pub default_malloc: bool,
     /// Internal: time candle alone for SIZE,WIDTH,THREADS in this process and print JSON.
     #[arg(long, hide = true, value_name = "SIZE,WIDTH,THREADS")]
     pub one: Option<String>,
@@ -66,6 +71,9 @@ fn time_candle_child(c: Config, a: &ModelArgs) -> Result<(f64, f64)> {
         .args(["--steps", &a.steps.to_string()])
         .args(["--one", &format!("{},{},{}", c.size, c.width, c.threads)])
         .envs(candle_env(c.threads));
+    if a.default_malloc {
+        cmd.arg("--default-malloc");
+    }
     throughput(cmd, "the candle measurement")
 }
 
@@ -94,6 +102,10 @@ fn run_one(spec: &str, a: &ModelArgs) -> Result<()> {
         width,
         threads,
     };
+    // Before the pool's threads start, as a training binary does.
+    if !a.default_malloc && !classm_model::keep_freed_memory() {
+        eprintln!("note: no glibc here; keep_freed_memory does nothing");
+    }
     // Inside the pool, as a training loop runs: the kernels' parallel sections start on a
     // worker instead of waking one from outside for every layer.
     let pool = rayon::ThreadPoolBuilder::new()
@@ -121,7 +133,14 @@ struct Row {
     candle_train_img_s: f64,
     torch_forward_img_s: Option<f64>,
     torch_train_img_s: Option<f64>,
+    /// PyTorch with the `malloc` settings of `keep_freed_memory`, through `GLIBC_TUNABLES`.
+    torch_kept_forward_img_s: Option<f64>,
+    torch_kept_train_img_s: Option<f64>,
 }
+
+/// `classm_model::keep_freed_memory` as glibc tunables, for the PyTorch process: no mmap, no
+/// trimming, 64 MiB top pad, one arena.
+const KEEP_FREED_TUNABLES: &str = "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=18446744073709551615:glibc.malloc.top_pad=67108864:glibc.malloc.arena_max=1";
 
 fn best(n: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
     f()?; // warm-up
@@ -173,7 +192,7 @@ fn time_candle(c: Config, batch: usize, steps: usize) -> Result<(f64, f64)> {
     Ok((batch as f64 / fwd, batch as f64 / step))
 }
 
-fn time_torch(c: Config, batch: usize, steps: usize) -> Result<(f64, f64)> {
+fn time_torch(c: Config, batch: usize, steps: usize, keep_freed: bool) -> Result<(f64, f64)> {
     let py = std::env::var_os(super::data::PYTHON_ENV)
         .map(PathBuf::from)
         .unwrap_or_else(|| paths::repo_root().join("target/torch-venv/bin/python"));
@@ -192,6 +211,9 @@ fn time_torch(c: Config, batch: usize, steps: usize) -> Result<(f64, f64)> {
             &c.threads.to_string(),
         ])
         .args(["--steps", &steps.to_string()]);
+    if keep_freed {
+        cmd.env("GLIBC_TUNABLES", KEEP_FREED_TUNABLES);
+    }
     throughput(cmd, &format!("bench_model.py ({})", py.display()))
 }
 
@@ -229,54 +251,78 @@ pub fn run(a: &ModelArgs) -> Result<()> {
     let mut rows = Vec::new();
     for c in configs {
         let (mut f, mut t) = (0f64, 0f64);
-        let mut torch: Option<(f64, f64)> = None;
+        let mut torch: [Option<(f64, f64)>; 2] = [None, None];
         for _ in 0..a.rounds.max(1) {
             let (cf, ct) = time_candle_child(c, a)?;
             (f, t) = (f.max(cf), t.max(ct));
             if a.no_python {
                 continue;
             }
-            if let Ok((pf, pt)) = time_torch(c, a.batch, a.steps) {
-                torch = Some(torch.map_or((pf, pt), |(x, y)| (x.max(pf), y.max(pt))));
+            for (keep_freed, best) in [false, true].into_iter().zip(&mut torch) {
+                if let Ok((pf, pt)) = time_torch(c, a.batch, a.steps, keep_freed) {
+                    *best = Some(best.map_or((pf, pt), |(x, y)| (x.max(pf), y.max(pt))));
+                }
             }
         }
+        let show =
+            |x: Option<(f64, f64)>| x.map_or("—".into(), |(f, t)| format!("{f:.1} / {t:.2}"));
         eprintln!(
-            "{} px, width {}, {} thread(s): candle {f:.1} / {t:.2} img/s, torch {}",
+            "{} px, width {}, {} thread(s): candle {f:.1} / {t:.2} img/s, torch {} (same malloc: {})",
             c.size,
             c.width,
             c.threads,
-            torch.map_or("—".into(), |(f, t)| format!("{f:.1} / {t:.2} img/s"))
+            show(torch[0]),
+            show(torch[1]),
         );
         rows.push(Row {
             config: c,
             candle_forward_img_s: f,
             candle_train_img_s: t,
-            torch_forward_img_s: torch.map(|x| x.0),
-            torch_train_img_s: torch.map(|x| x.1),
+            torch_forward_img_s: torch[0].map(|x| x.0),
+            torch_train_img_s: torch[0].map(|x| x.1),
+            torch_kept_forward_img_s: torch[1].map(|x| x.0),
+            torch_kept_train_img_s: torch[1].map(|x| x.1),
         });
     }
     let m = machine::probe();
     let mut md = format!(
         "### CLASS-M dual ResNet18: candle vs PyTorch\n\n{}, {} CPUs, {}, commit {}, {}; batch {}, best of {} after a warm-up, best of {} alternating rounds.\n\
-         Forward: eval mode. Train step: train-mode forward, soft CE + triplet, backward, RMSprop. One image = one H+E pair.\n\n\
-         | input | width | threads | candle fwd img/s | PyTorch fwd | ratio | candle train img/s | PyTorch train | ratio |\n\
-         |---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
-        m.cpu_model, m.nproc, m.rustc, m.commit, m.date_utc, a.batch, a.steps, a.rounds
+         Forward: eval mode. Train step: train-mode forward, soft CE + triplet, backward, RMSprop. One image = one H+E pair.\n\
+         candle runs with {}; PyTorch as installed (glibc's defaults) and, in the \"same malloc\" columns, with those settings as `GLIBC_TUNABLES`.\n\n\
+         | input | width | threads | candle fwd img/s | PyTorch fwd | ratio | same malloc | ratio | candle train img/s | PyTorch train | ratio | same malloc | ratio |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        m.cpu_model,
+        m.nproc,
+        m.rustc,
+        m.commit,
+        m.date_utc,
+        a.batch,
+        a.steps,
+        a.rounds,
+        if a.default_malloc {
+            "glibc's default malloc settings (`--default-malloc`)"
+        } else {
+            "`keep_freed_memory` (no mmap, no heap trimming, one arena)"
+        }
     );
     for r in &rows {
         let ratio = |x: f64, y: Option<f64>| y.map_or("—".into(), |y| format!("{:.2}×", x / y));
         let opt = |y: Option<f64>| y.map_or("—".into(), |y| format!("{y:.2}"));
         md.push_str(&format!(
-            "| {0}×{0} | {1} | {2} | {3:.2} | {4} | {5} | {6:.2} | {7} | {8} |\n",
+            "| {0}×{0} | {1} | {2} | {3:.2} | {4} | {5} | {6} | {7} | {8:.2} | {9} | {10} | {11} | {12} |\n",
             r.config.size,
             r.config.width,
             r.config.threads,
             r.candle_forward_img_s,
             opt(r.torch_forward_img_s),
             ratio(r.candle_forward_img_s, r.torch_forward_img_s),
+            opt(r.torch_kept_forward_img_s),
+            ratio(r.candle_forward_img_s, r.torch_kept_forward_img_s),
             r.candle_train_img_s,
             opt(r.torch_train_img_s),
             ratio(r.candle_train_img_s, r.torch_train_img_s),
+            opt(r.torch_kept_train_img_s),
+            ratio(r.candle_train_img_s, r.torch_kept_train_img_s),
         ));
     }
     let out = paths::repo_root().join("target/bench");
