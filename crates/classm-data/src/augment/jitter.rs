@@ -198,12 +198,21 @@ fn luma(r: u8, g: u8, b: u8) -> u8 {
     ((u32::from(r) * 19595 + u32::from(g) * 38470 + u32::from(b) * 7471 + 0x8000) >> 16) as u8
 }
 
-/// PIL's `Image.blend` for 8-bit bands: computed in float, clipped, truncated. Rust's
-/// float-to-integer `as` saturates and truncates toward zero, which is exactly that clip and
-/// truncation, without branches.
+/// PIL's `Image.blend` for 8-bit bands: computed in float, clipped to [0, 255], truncated.
+///
+/// The same as `(d + f * (x - d)) as u8` for every input, NaN (0) included, but vectorisable:
+/// a saturating float-to-integer `as` keeps LLVM scalar on baseline x86-64, and the
+/// saturation table is 65 536 of these per image. So the clip is `max` (which drops a NaN)
+/// and `min`, and the truncation reads the bits of `t + 2²³`, whose low mantissa holds
+/// `round(t)`, corrected by one where that rounded up.
 #[inline(always)]
+#[allow(clippy::manual_clamp)] // `clamp` keeps a NaN; `max` drops it
 fn blend(d: f32, x: u8, f: f32) -> u8 {
-    (d + f * (f32::from(x) - d)) as u8
+    const MAGIC: f32 = 8_388_608.0;
+    let t = (d + f * (f32::from(x) - d)).max(0.0).min(255.0);
+    let m = t + MAGIC;
+    let rounded = m.to_bits() as i32 - MAGIC.to_bits() as i32;
+    (rounded - i32::from(m - MAGIC > t)) as u8
 }
 
 fn brightness(rgb: &mut [u8], f: f32) {
@@ -263,6 +272,27 @@ mod tests {
         assert_eq!(blend(0.0, 100, 1.057), 105); // 105.7 → 105
         assert_eq!(blend(0.0, 250, 1.1), 255);
         assert_eq!(blend(128.0, 0, 1.1), 0); // −12.8 clipped
+    }
+
+    #[test]
+    fn blend_equals_a_saturating_cast() {
+        let mut fs = vec![0.0f32, 0.5, 0.9, 1.0, 1.1, 1.7, 100.0, -1.0, f32::INFINITY];
+        let mut x = 99u32;
+        for _ in 0..300 {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            fs.push(x as f32 / u32::MAX as f32 * 2.0);
+        }
+        for f in fs {
+            for d in 0..=255 {
+                let d = d as f32;
+                for v in 0..=255u8 {
+                    let want = (d + f * (f32::from(v) - d)) as u8;
+                    assert_eq!(blend(d, v, f), want, "{d} {v} {f}");
+                }
+            }
+        }
     }
 
     #[test]
