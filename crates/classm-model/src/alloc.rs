@@ -9,6 +9,45 @@
 //! steps. Keeping freed memory for reuse removes two thirds of those faults.
 #![allow(unsafe_code)]
 
+/// One glibc `malloc` parameter, settable through `mallopt` or as a `GLIBC_TUNABLES` entry.
+#[derive(Clone, Copy)]
+enum Param {
+    MmapMax,
+    TrimThreshold,
+    TopPad,
+    ArenaMax,
+}
+
+impl Param {
+    fn tunable(self) -> &'static str {
+        match self {
+            Param::MmapMax => "glibc.malloc.mmap_max",
+            Param::TrimThreshold => "glibc.malloc.trim_threshold",
+            Param::TopPad => "glibc.malloc.top_pad",
+            Param::ArenaMax => "glibc.malloc.arena_max",
+        }
+    }
+
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    fn mallopt(self) -> libc::c_int {
+        match self {
+            Param::MmapMax => libc::M_MMAP_MAX,
+            Param::TrimThreshold => libc::M_TRIM_THRESHOLD,
+            Param::TopPad => libc::M_TOP_PAD,
+            Param::ArenaMax => libc::M_ARENA_MAX,
+        }
+    }
+}
+
+/// The settings: no `mmap` for large blocks; never trim (-1, mallopt(3)); grow the heap in
+/// steps of 64 MiB, so a step's first allocations do not each move the break; one arena.
+const SETTINGS: [(Param, i32); 4] = [
+    (Param::MmapMax, 0),
+    (Param::TrimThreshold, -1),
+    (Param::TopPad, 64 << 20),
+    (Param::ArenaMax, 1),
+];
+
 /// Sets glibc's allocator up for a training process: no `mmap` for large blocks (they come
 /// from the heap, and return to it when freed), no trimming of the heap (freed pages stay
 /// mapped for the next step), one arena (a block freed by one thread is reused by all).
@@ -20,26 +59,27 @@
 pub fn keep_freed_memory() -> bool {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
-        // 64 MiB: the heap grows in steps of this, so a step's first allocations do not each
-        // move the break.
-        const TOP_PAD: libc::c_int = 64 << 20;
-        let settings = [
-            (libc::M_MMAP_MAX, 0),
-            // -1: never trim (mallopt(3)).
-            (libc::M_TRIM_THRESHOLD, -1),
-            (libc::M_TOP_PAD, TOP_PAD),
-            (libc::M_ARENA_MAX, 1),
-        ];
         // SAFETY: mallopt only changes allocator parameters (glibc takes its own locks) and
         // has no precondition on the caller; it returns 0 for a parameter it rejects.
-        settings
+        SETTINGS
             .iter()
-            .all(|&(param, value)| unsafe { libc::mallopt(param, value) } == 1)
+            .all(|&(param, value)| unsafe { libc::mallopt(param.mallopt(), value) } == 1)
     }
     #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
     {
         false
     }
+}
+
+/// The settings of [`keep_freed_memory`] as a `GLIBC_TUNABLES` value, for a process that
+/// cannot call it (the model benchmark's PyTorch side).
+pub fn keep_freed_tunables() -> String {
+    SETTINGS
+        .iter()
+        // A tunable is unsigned: mallopt's -1 (never trim) is the largest size.
+        .map(|&(param, value)| format!("{}={}", param.tunable(), i64::from(value) as u64))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 #[cfg(all(test, target_os = "linux", target_env = "gnu"))]
@@ -61,6 +101,15 @@ mod tests {
         std::hint::black_box(&v);
         drop(v);
         thread_faults() - before
+    }
+
+    #[test]
+    fn the_tunables_say_what_mallopt_is_told() {
+        assert_eq!(
+            keep_freed_tunables(),
+            "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=18446744073709551615:\
+             glibc.malloc.top_pad=67108864:glibc.malloc.arena_max=1"
+        );
     }
 
     const CHILD: &str = "CLASSM_ALLOC_TEST_CHILD";

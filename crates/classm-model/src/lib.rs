@@ -17,7 +17,7 @@ mod pool;
 mod pretrained;
 mod resnet;
 
-pub use alloc::keep_freed_memory;
+pub use alloc::{keep_freed_memory, keep_freed_tunables};
 pub use classm::{ClassmConfig, ClassmNet, ClassmOutput};
 pub use error::{HubProblem, ModelError, Result};
 #[cfg(feature = "hub")]

@@ -138,10 +138,6 @@ struct Row {
     torch_kept_train_img_s: Option<f64>,
 }
 
-/// `classm_model::keep_freed_memory` as glibc tunables, for the PyTorch process: no mmap, no
-/// trimming, 64 MiB top pad, one arena.
-const KEEP_FREED_TUNABLES: &str = "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=18446744073709551615:glibc.malloc.top_pad=67108864:glibc.malloc.arena_max=1";
-
 fn best(n: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
     f()?; // warm-up
     let mut best = f64::INFINITY;
@@ -212,7 +208,7 @@ fn time_torch(c: Config, batch: usize, steps: usize, keep_freed: bool) -> Result
         ])
         .args(["--steps", &steps.to_string()]);
     if keep_freed {
-        cmd.env("GLIBC_TUNABLES", KEEP_FREED_TUNABLES);
+        cmd.env("GLIBC_TUNABLES", classm_model::keep_freed_tunables());
     }
     throughput(cmd, &format!("bench_model.py ({})", py.display()))
 }
