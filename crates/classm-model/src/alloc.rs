@@ -5,8 +5,9 @@
 //! maps and their gradients) with a fresh `mmap` and returns it on `free`, and gives back the
 //! top of its heaps when they shrink, so the next step touches new pages: the kernel faults and
 //! zeroes every 4 KiB of them again. On a one-thread 256-px step that was over a tenth of the
-//! CPU time (`clear_page` and the fault path in a profile) and a million page faults per three
-//! steps. Keeping freed memory for reuse removes two thirds of those faults.
+//! CPU time (`clear_page` and the fault path in a profile), and over a million page faults in a
+//! run of the `step` example (three forward passes and three train steps, each after a
+//! warm-up). Keeping freed memory for reuse removes two thirds of those faults.
 #![allow(unsafe_code)]
 
 /// One glibc `malloc` parameter, settable through `mallopt` or as a `GLIBC_TUNABLES` entry.
