@@ -1,7 +1,7 @@
-//! Runs the training pipeline over a dataset on one thread and prints patches/s: a target for
-//! profilers (`perf record`, `valgrind --tool=callgrind`).
+//! Runs the training pipeline over a dataset (on one thread unless told otherwise) and prints
+//! patches/s: a target for profilers (`perf record`, `valgrind --tool=callgrind`).
 //!
-//!     cargo run --release -p classm-data --example pipeline -- [MANIFEST|DIR] [PATCHES] [SIZE]
+//!     cargo run --release -p classm-data --example pipeline -- [MANIFEST|DIR] [PATCHES] [SIZE] [THREADS]
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -32,7 +32,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Arc::new(pipeline),
         0,
     )?;
-    let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build()?;
+    let threads: usize = args.get(3).map_or(Ok(1), |s| s.parse())?;
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()?;
     let t = Instant::now();
     let mut done = 0;
     while done < patches {
