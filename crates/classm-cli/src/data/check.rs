@@ -300,9 +300,17 @@ fn render(r: &Report, with_stains: bool) -> String {
         "\nstain matrix per group (CLASS-M convention; H and E as unit OD vectors R G B; cache: {}):",
         r.stain_cache.as_deref().unwrap_or("none")
     );
+    // Groups named after files (one group per image) can be long paths.
+    let gw = r
+        .stains
+        .iter()
+        .map(|g| g.group.chars().count())
+        .max()
+        .unwrap_or(0)
+        .max(16);
     let _ = writeln!(
         s,
-        "{:<16} {:>5}  {:<20} {:<20} {:>6} {:>6} {:>6} {:>9}  note",
+        "{:<gw$} {:>5}  {:<20} {:<20} {:>6} {:>6} {:>6} {:>9}  note",
         "group", "files", "H", "E", "sep°", "maxH", "maxE", "kept px"
     );
     let mut seps = Vec::new();
@@ -321,7 +329,7 @@ fn render(r: &Report, with_stains: bool) -> String {
                 let warn: Vec<String> = d.warnings.iter().map(|w| format!("{w:?}")).collect();
                 let _ = writeln!(
                     s,
-                    "{:<16} {:>5}  {:<20} {:<20} {:>6.1} {:>6.3} {:>6.3} {:>9}  {note}{}",
+                    "{:<gw$} {:>5}  {:<20} {:<20} {:>6.1} {:>6.3} {:>6.3} {:>9}  {note}{}",
                     g.group,
                     g.files,
                     v(e.matrix.h),
@@ -340,7 +348,7 @@ fn render(r: &Report, with_stains: bool) -> String {
             (None, reason) => {
                 let _ = writeln!(
                     s,
-                    "{:<16} {:>5}  FALLBACK: the paper's fixed matrix ({})",
+                    "{:<gw$} {:>5}  FALLBACK: the paper's fixed matrix ({})",
                     g.group,
                     g.files,
                     reason.as_deref().unwrap_or("")

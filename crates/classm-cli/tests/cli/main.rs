@@ -829,6 +829,41 @@ fn data_check_reports_groups_and_reuses_the_stain_cache() {
 }
 
 #[test]
+fn data_check_aligns_long_group_names() {
+    // Without a manifest each image is its own group, named by its path.
+    let dir = tempdir();
+    let data = dir.path().join("data");
+    fs::create_dir_all(data.join("tumour")).unwrap();
+    let names = [
+        "tumour/a.png",
+        "tumour/a_long_patch_name_from_a_slide_row_1351_col_1201.png",
+    ];
+    for n in names {
+        fs::copy(FIXTURE, data.join(n)).unwrap();
+    }
+    let out = classm(dir.path(), &["data", "check", "data"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let text = stdout(&out);
+    let header = text
+        .lines()
+        .find(|l| l.starts_with("group "))
+        .unwrap_or_else(|| panic!("no stain table header in {text}"));
+    // "files" is right-aligned: its last character marks where every count ends.
+    let end = header.find("files").unwrap() + "files".len();
+    for n in names {
+        let row = text
+            .lines()
+            .find(|l| l.starts_with(n))
+            .unwrap_or_else(|| panic!("no row for {n} in {text}"));
+        assert_eq!(
+            &row[end - 1..=end],
+            "1 ",
+            "misaligned row {row:?} under {header:?}"
+        );
+    }
+}
+
+#[test]
 fn data_check_names_unreadable_files_and_fails() {
     let dir = tempdir();
     let data = dir.path().join("data");
