@@ -75,10 +75,20 @@ pub fn collect_inputs(
             walk_dir(arg, Path::new(""), recursive, skip.as_deref(), &mut found)?;
             found.sort_by(|a, b| a.path.cmp(&b.path));
             if found.is_empty() {
+                // A dataset's class folders hold its images one level down.
+                let has_subdirs = !recursive
+                    && fs::read_dir(arg)
+                        .map(|mut d| d.any(|e| e.is_ok_and(|e| e.path().is_dir())))
+                        .unwrap_or(false);
                 tracing::warn!(
-                    "{}: no image files ({})",
+                    "{}: no image files ({}){}",
                     arg.display(),
-                    IMAGE_EXTENSIONS.join(", ")
+                    IMAGE_EXTENSIONS.join(", "),
+                    if has_subdirs {
+                        "; it has sub-directories: add --recursive to read them"
+                    } else {
+                        ""
+                    }
                 );
             }
             out.extend(found);

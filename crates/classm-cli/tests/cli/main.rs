@@ -781,6 +781,15 @@ fn usage_errors_exit_2() {
     let out = classm(t.path(), &["stain", "separate", "d", "-o", "o"]);
     assert_eq!(code(&out), 2);
     assert!(!t.path().join("o").exists());
+    // A dataset folder whose images sit in class folders: the message says how to read them.
+    let ds = t.path().join("ds");
+    fs::create_dir_all(ds.join("tumour")).expect("mkdir");
+    fs::copy(FIXTURE, ds.join("tumour/a.png")).expect("copy");
+    let out = classm(t.path(), &["stain", "fit", "ds", "-o", "ds.json"]);
+    assert_eq!(code(&out), 2);
+    assert!(stderr(&out).contains("add --recursive"), "{}", stderr(&out));
+    let out = classm(t.path(), &["stain", "fit", "ds", "-r", "-o", "ds.json"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
     // A missing input file is a failed file, not a usage error.
     let out = classm(t.path(), &["stain", "fit", "missing.png", "-o", "m.json"]);
     assert_eq!(code(&out), 1);
