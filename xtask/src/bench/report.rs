@@ -45,8 +45,16 @@ fn busy(others: Option<f64>) -> &'static str {
 /// bounded by the tile, not the image.
 const TARGET_MP_PER_CORE: f64 = 100.0;
 
-/// The tiled paths against the target: CLASS-M's own estimator (grid:10, as
-/// classm-method.md §2 specifies) and the exact estimate over every pixel.
+/// The paths checked against the target: CLASS-M's own estimator (grid:10, as
+/// classm-method.md §2 specifies) and the exact estimate over every pixel, both tiled.
+const TARGET_PATHS: [(Mode, &str); 2] = [
+    (
+        Mode::TiledGrid10,
+        "CLASS-M estimator (grid:10) + separation",
+    ),
+    (Mode::Tiled, "exact estimate (all pixels) + separation"),
+];
+
 fn target_section(s: &mut String, r: &Report) {
     let _ = writeln!(
         s,
@@ -64,13 +72,7 @@ fn target_section(s: &mut String, r: &Report) {
         "| path | image | threads | MP/s per core | target | working MiB |"
     );
     let _ = writeln!(s, "|---|---|--:|--:|---|--:|");
-    for (mode, name) in [
-        (
-            Mode::TiledGrid10,
-            "CLASS-M estimator (grid:10) + separation",
-        ),
-        (Mode::Tiled, "exact estimate (all pixels) + separation"),
-    ] {
+    for (mode, name) in TARGET_PATHS {
         for x in r.rust.iter().filter(|x| x.mode == mode) {
             let _ = writeln!(
                 s,
@@ -88,21 +90,26 @@ fn target_section(s: &mut String, r: &Report) {
         }
     }
     // Bounded by the tile: the largest image needs no more than the smallest, give or take
-    // the allocator's slack. Per image, the most any tiled run needed.
-    let mut per_image: Vec<(f64, u64)> = Vec::new();
-    for x in r.rust.iter().filter(|x| x.mode == Mode::Tiled) {
-        let Some(w) = x.working_bytes else { continue };
-        match per_image.iter_mut().find(|(mp, _)| *mp == x.megapixels) {
-            Some((_, most)) => *most = (*most).max(w),
-            None => per_image.push((x.megapixels, w)),
-        }
-    }
+    // the allocator's slack. Per image, the most any of these runs needed.
+    let mut per_image: Vec<(f64, u64)> = r
+        .config
+        .images
+        .iter()
+        .filter_map(|spec| {
+            let runs = r
+                .rust
+                .iter()
+                .filter(|x| &x.spec == spec && TARGET_PATHS.iter().any(|(m, _)| *m == x.mode));
+            let mp = runs.clone().next()?.megapixels;
+            Some((mp, runs.filter_map(|x| x.working_bytes).max()?))
+        })
+        .collect();
     per_image.sort_by(|a, b| a.0.total_cmp(&b.0));
     if let [(mp_s, ws), .., (mp_l, wl)] = per_image[..] {
         let _ = writeln!(
             s,
-            "\nWorking memory of the tiled paths: at most {:.0} MiB at {mp_s:.1} MP and {:.0} MiB \
-             at {mp_l:.1} MP ({:.1}× the pixels): {}.",
+            "\nWorking memory of these paths: at most {:.0} MiB at {mp_s:.1} MP and {:.0} MiB at \
+             {mp_l:.1} MP ({:.1}× the pixels): {}.",
             mib(ws),
             mib(wl),
             mp_l / mp_s,
