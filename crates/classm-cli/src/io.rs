@@ -72,14 +72,11 @@ pub fn collect_inputs(
     for arg in args {
         if arg.is_dir() {
             let mut found = Vec::new();
-            walk_dir(arg, Path::new(""), recursive, skip.as_deref(), &mut found)?;
+            let not_entered = walk_dir(arg, Path::new(""), recursive, skip.as_deref(), &mut found)?;
             found.sort_by(|a, b| a.path.cmp(&b.path));
             if found.is_empty() {
                 // A dataset's class folders hold its images one level down.
-                let has_subdirs = !recursive
-                    && fs::read_dir(arg)
-                        .map(|mut d| d.any(|e| e.is_ok_and(|e| e.path().is_dir())))
-                        .unwrap_or(false);
+                let has_subdirs = !recursive && not_entered > 0;
                 tracing::warn!(
                     "{}: no image files ({}){}",
                     arg.display(),
@@ -99,13 +96,15 @@ pub fn collect_inputs(
     Ok(out)
 }
 
+/// Returns how many sub-directories it did not enter.
 fn walk_dir(
     dir: &Path,
     rel: &Path,
     recursive: bool,
     skip: Option<&Path>,
     out: &mut Vec<Input>,
-) -> Result<()> {
+) -> Result<usize> {
+    let mut not_entered = 0;
     let entries =
         fs::read_dir(dir).with_context(|| format!("cannot list directory {}", dir.display()))?;
     for entry in entries {
@@ -118,13 +117,15 @@ fn walk_dir(
         if ft.is_dir() {
             if recursive && skip.is_none_or(|s| fs::canonicalize(&path).ok().as_deref() != Some(s))
             {
-                walk_dir(&path, &rel.join(entry.file_name()), recursive, skip, out)?;
+                not_entered += walk_dir(&path, &rel.join(entry.file_name()), recursive, skip, out)?;
+            } else {
+                not_entered += 1;
             }
         } else if has_image_extension(&path) && (ft.is_file() || path.is_file()) {
             out.push(Input::new(path, rel.to_path_buf()));
         }
     }
-    Ok(())
+    Ok(not_entered)
 }
 
 /// Fails with a usage error when two inputs would write the same output files.
