@@ -9,7 +9,8 @@
 //!   on disk; [`Unmixer`] turns RGB into the model inputs `clip(c / (2·max), 0, 1)`.
 //! - [`Pipeline`]: RGB jitter, separation, independent H and E augmentation, normalisation.
 //! - [`BalancedSampler`], [`UniformSampler`], [`Source`] and [`Prefetch`]: batches built in
-//!   parallel and ahead of time.
+//!   parallel and ahead of time, optionally from decoded patches kept across epochs
+//!   ([`Source::with_decoded_cache`]).
 //!
 //! Every random draw comes from a generator derived from the run's seed and the draw's
 //! coordinates ([`rng::derive`]): augmentations from (seed, epoch, draw, view), samplers from
@@ -23,6 +24,7 @@
 struct ReadmeDoctests;
 
 pub mod augment;
+mod cache;
 mod dataset;
 mod decode;
 mod error;
@@ -37,6 +39,7 @@ mod stats;
 mod unmix;
 
 pub use augment::{AugmentConfig, Normalization, Pipeline, Scratch, Views};
+pub use cache::CacheUsage;
 pub use dataset::{Dataset, GroupBy, GroupColumn, ManifestColumns, Origin, Sample, SourceOptions};
 pub use decode::{Decoded, IMAGE_EXTENSIONS, decode_rgb8, is_image_path, read_rgb8};
 pub use error::{DataError, DecodeProblem, Result};

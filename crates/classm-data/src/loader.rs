@@ -10,6 +10,7 @@ use classm_stain::Convention;
 use rayon::prelude::*;
 
 use crate::augment::{Pipeline, Scratch};
+use crate::cache::{CacheUsage, PatchCache, Prepared};
 use crate::dataset::Dataset;
 use crate::decode::read_rgb8;
 use crate::error::{DataError, Result};
@@ -117,7 +118,12 @@ pub struct Source {
     /// Buffers of batches handed back with [`Source::recycle`]: a fresh multi-megabyte
     /// allocation per batch costs page faults and zeroing on every batch.
     spare: std::sync::Mutex<Vec<Vec<f32>>>,
+    /// Decoded patches kept across epochs, when asked for.
+    cache: Option<PatchCache>,
 }
+
+/// The paper's fixed tables, built once.
+static PAPER_FIXED: std::sync::LazyLock<Unmixer> = std::sync::LazyLock::new(Unmixer::paper_fixed);
 
 /// Spare buffers kept at most (two per batch in flight, a few batches deep).
 const SPARE_BUFFERS: usize = 8;
@@ -145,7 +151,33 @@ impl Source {
             pipeline,
             seed,
             spare: std::sync::Mutex::new(Vec::new()),
+            cache: None,
         })
+    }
+
+    /// Keeps decoded (and resized) patches in memory, up to `budget_bytes`, so that later
+    /// epochs skip decoding them. Batches are bit-identical with and without the cache; the
+    /// patches loaded first while it has room are the ones kept. Memory then grows with the
+    /// dataset up to the budget, not only with the prefetch depth.
+    pub fn with_decoded_cache(mut self, budget_bytes: usize) -> Self {
+        self.cache = Some(PatchCache::new(self.dataset.samples.len(), budget_bytes));
+        self
+    }
+
+    /// How full the decoded-patch cache is (`None` without one).
+    pub fn cache_usage(&self) -> Option<CacheUsage> {
+        self.cache.as_ref().map(PatchCache::usage)
+    }
+
+    /// Sample `index` decoded and, for per-image stains, estimated. Not resized: without the
+    /// cache the pipeline resizes into the worker's reused buffer.
+    fn decode(&self, index: usize) -> Result<Prepared> {
+        let rgb = read_rgb8(&self.dataset.samples[index].path)?.image;
+        let per_image = match self.stains.as_ref() {
+            StainLookup::PerImage(conv) => Some(per_image_unmixer(&rgb, conv).0),
+            StainLookup::Fixed(_) | StainLookup::PerGroup(_) => None,
+        };
+        Ok(Prepared { rgb, per_image })
     }
 
     /// Hands a finished batch's buffers back for reuse by later batches (optional: without
@@ -213,20 +245,26 @@ impl Source {
             .par_iter_mut()
             .enumerate()
             .map_init(Scratch::default, |scratch, (pos, (hs, es))| {
-                let sample = &self.dataset.samples[req.indices[pos]];
-                let rgb = read_rgb8(&sample.path)?.image;
-                let per_image;
+                let index = req.indices[pos];
+                let held = match &self.cache {
+                    Some(cache) => cache.get_or_load(index, || {
+                        let Prepared { rgb, per_image } = self.decode(index)?;
+                        let rgb = self.pipeline.prepare(rgb, scratch);
+                        Ok::<_, DataError>(Prepared { rgb, per_image })
+                    })?,
+                    None => Arc::new(self.decode(index)?),
+                };
+                let rgb = &held.rgb;
                 let unmixer = match self.stains.as_ref() {
                     StainLookup::Fixed(u) => u,
-                    StainLookup::PerGroup(map) => &map[&sample.group],
-                    StainLookup::PerImage(conv) => {
-                        per_image = per_image_unmixer(&rgb, conv).0;
-                        &per_image
-                    }
+                    StainLookup::PerGroup(map) => &map[&self.dataset.samples[index].group],
+                    // `prepare` always estimates under PerImage; the fixed matrix is also
+                    // what a failed estimate falls back to.
+                    StainLookup::PerImage(_) => held.per_image.as_ref().unwrap_or(&PAPER_FIXED),
                 };
                 for (v, (ho, eo)) in hs.iter_mut().zip(es.iter_mut()).enumerate() {
                     match req.mode {
-                        Mode::Eval => self.pipeline.eval_into(&rgb, unmixer, scratch, ho, eo),
+                        Mode::Eval => self.pipeline.eval_into(rgb, unmixer, scratch, ho, eo),
                         Mode::Train => {
                             let key = SampleKey {
                                 seed: self.seed,
@@ -234,8 +272,7 @@ impl Source {
                                 draw: req.first_draw + pos as u64,
                                 view: v as u64,
                             };
-                            self.pipeline
-                                .train_into(&rgb, unmixer, key, scratch, ho, eo);
+                            self.pipeline.train_into(rgb, unmixer, key, scratch, ho, eo);
                         }
                     }
                 }

@@ -91,6 +91,8 @@ struct Row {
     threads: usize,
     rust_patches_per_s: f64,
     rust_patches: usize,
+    /// With every patch's decoded pixels kept from the first epoch on.
+    rust_cached_patches_per_s: f64,
     python_patches_per_s: Option<f64>,
     python_note: Option<String>,
 }
@@ -141,8 +143,12 @@ pub fn run(a: &DataArgs) -> Result<()> {
     for cfg in configs(a.quick) {
         for threads in [1usize, 2] {
             let pipeline = Arc::new(Pipeline::new(cfg.augment(), Normalization::paper())?);
-            let source = Source::new(dataset.clone(), lookup.clone(), pipeline, 0)?;
+            let source = Source::new(dataset.clone(), lookup.clone(), pipeline.clone(), 0)?;
             let (rate, patches) = time_rust(&source, threads, a.min_seconds)?;
+            let cached = Source::new(dataset.clone(), lookup.clone(), pipeline, 0)?
+                .with_decoded_cache(usize::MAX);
+            let (cached_rate, _) = time_rust(&cached, threads, a.min_seconds)?;
+            drop(cached);
             let (py, note) = match &python {
                 Some(py) => match time_python(py, &list, &cfg, threads, a.min_seconds) {
                     Ok(r) => (Some(r), None),
@@ -151,7 +157,7 @@ pub fn run(a: &DataArgs) -> Result<()> {
                 None => (None, Some(python_hint(a.no_python))),
             };
             eprintln!(
-                "{} · {threads} thread(s): classm {rate:.0} patches/s, python {}",
+                "{} · {threads} thread(s): classm {rate:.0} patches/s ({cached_rate:.0} cached), python {}",
                 cfg.name,
                 py.map_or("—".into(), |p| format!("{p:.1} patches/s"))
             );
@@ -160,6 +166,7 @@ pub fn run(a: &DataArgs) -> Result<()> {
                 threads,
                 rust_patches_per_s: rate,
                 rust_patches: patches,
+                rust_cached_patches_per_s: cached_rate,
                 python_patches_per_s: py,
                 python_note: note,
             });
@@ -176,8 +183,9 @@ pub fn run(a: &DataArgs) -> Result<()> {
 }
 
 /// Whole epochs of training batches (one view) until `min_s` has passed (at least three), on
-/// `threads` rayon threads; returns the median epoch's patches/s (this VM's neighbours make
-/// single timings jump by a third) and the patch count.
+/// `threads` rayon threads, after one untimed epoch (which fills a decoded-patch cache);
+/// returns the median epoch's patches/s (this VM's neighbours make single timings jump by a
+/// third) and the patch count.
 fn time_rust(source: &Source, threads: usize, min_s: f64) -> Result<(f64, usize)> {
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
@@ -194,7 +202,9 @@ fn time_rust(source: &Source, threads: usize, min_s: f64) -> Result<(f64, usize)
             first_draw: (b * BATCH) as u64,
         })
     };
-    pool.install(|| load(0, 0))?; // warm-up
+    for b in 0..batches.len() {
+        source.recycle(pool.install(|| load(0, b))?);
+    }
     let t = Instant::now();
     let mut patches = 0;
     let mut rates = Vec::new();
@@ -289,9 +299,11 @@ fn markdown(rows: &[Row], path: &Path, n: usize, stain_s: f64, decode: f64) -> S
          {n} patches from `{}`; {}; batches of {BATCH}, one augmented view per patch.\n\
          Both sides: decode, colour jitter, H&E separation, independent H and E brightness,\n\
          rotation, centre crop, random crop, flips, normalisation, batching. Python: a torch\n\
-         DataLoader with 0 workers (1 thread) or 2 worker processes.\n\n\
-         | configuration | threads | classm patches/s | classm per core | Python patches/s | ratio (same cores) |\n\
-         |---|---:|---:|---:|---:|---:|\n",
+         DataLoader with 0 workers (1 thread) or 2 worker processes. \"Cached\": classm with\n\
+         `Source::with_decoded_cache`, every patch decoded once (the untimed first epoch) and\n\
+         kept; not compared with Python, which decodes every epoch.\n\n\
+         | configuration | threads | classm patches/s | classm per core | Python patches/s | ratio (same cores) | classm cached | cache gain |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|\n",
         path.display(),
         format_args!(
             "{}, {} CPUs, {}, commit {}, {}",
@@ -307,11 +319,13 @@ fn markdown(rows: &[Row], path: &Path, n: usize, stain_s: f64, decode: f64) -> S
             None => ("—".into(), "—".into()),
         };
         s.push_str(&format!(
-            "| {} | {} | {:.0} | {:.0} | {py} | {ratio} |\n",
+            "| {} | {} | {:.0} | {:.0} | {py} | {ratio} | {:.0} | {:.2}× |\n",
             r.config.name,
             r.threads,
             r.rust_patches_per_s,
-            r.rust_patches_per_s / r.threads as f64
+            r.rust_patches_per_s / r.threads as f64,
+            r.rust_cached_patches_per_s,
+            r.rust_cached_patches_per_s / r.rust_patches_per_s
         ));
     }
     s.push_str(&format!(
@@ -323,7 +337,8 @@ fn markdown(rows: &[Row], path: &Path, n: usize, stain_s: f64, decode: f64) -> S
     }
     if let Some(p) = mem::peak_rss() {
         s.push_str(&format!(
-            "\nPeak memory of the classm process: {:.0} MiB.\n",
+            "\nPeak memory of the classm process: {:.0} MiB (one decoded-patch cache at a time \
+             included: the whole dataset's pixels at the largest configured size).\n",
             mem::mib(p)
         ));
     }

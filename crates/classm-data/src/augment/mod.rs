@@ -200,6 +200,19 @@ impl Pipeline {
         self.rgb_views.as_ref().unwrap_or(stains)
     }
 
+    /// The pixels the maps are drawn from: `rgb` resized to the configured size, or `rgb`
+    /// itself. [`train_into`](Self::train_into) and [`eval_into`](Self::eval_into) give the
+    /// same maps from the result as from `rgb`, so it can be kept and reused across epochs.
+    pub fn prepare(&self, rgb: RgbImage, scratch: &mut Scratch) -> RgbImage {
+        if !matches!(self.config.resize, Some(s) if rgb.dimensions() != (s, s)) {
+            return rgb;
+        }
+        let (_, w, h) = self.resized(&rgb, scratch);
+        // `resized` leaves exactly w·h pixels; were it not so, `rgb` itself is still right,
+        // only resized again on every use.
+        RgbImage::from_raw(w, h, std::mem::take(&mut scratch.rgb)).unwrap_or(rgb)
+    }
+
     /// The RGB pixels the maps come from: `rgb`, or its resized copy in `scratch`.
     fn resized<'a>(&self, rgb: &'a RgbImage, scratch: &'a mut Scratch) -> (&'a [u8], u32, u32) {
         let (w, h) = (rgb.width(), rgb.height());

@@ -208,3 +208,110 @@ fn fixed_and_per_image_stain_modes_are_the_ablations() {
     .unwrap_err();
     assert!(err.to_string().contains("nowhere"));
 }
+
+/// The fixture dataset with its patches copied into `dir`, so that a test can remove them.
+fn movable_mini(dir: &std::path::Path) -> classm_data::Dataset {
+    let mut d = mini();
+    for (i, s) in d.samples.iter_mut().enumerate() {
+        let to = dir.join(format!("{i}.png"));
+        std::fs::copy(&s.path, &to).unwrap();
+        s.path = to;
+    }
+    d
+}
+
+#[test]
+fn the_decoded_cache_changes_no_value_and_serves_later_epochs() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Arc::new(movable_mini(dir.path()));
+    let n = d.samples.len();
+    let stains = group_stains(&d, &StainOptions::default(), None, &|| {}).unwrap();
+    let cases = [
+        // EBHI's native size with the case's matrix; resized for a CPU preset with each
+        // image's own estimate (made before resizing).
+        (
+            AugmentConfig::scaled(224, false),
+            StainLookup::per_group(&stains),
+        ),
+        (
+            AugmentConfig::scaled(96, true),
+            StainLookup::PerImage(classm_stain::Convention::classm()),
+        ),
+    ];
+    let all: Vec<usize> = (0..n).collect();
+    let requests = [
+        Request {
+            epoch: 0,
+            ..request(all.clone(), 2)
+        },
+        Request {
+            epoch: 1,
+            ..request(all.clone(), 2)
+        },
+        Request {
+            mode: Mode::Eval,
+            ..request(all.clone(), 1)
+        },
+    ];
+    let mut cached_sources = Vec::new();
+    for (config, lookup) in cases {
+        let resized = config.resize.is_some();
+        let lookup = Arc::new(lookup);
+        let p = Arc::new(Pipeline::new(config, Normalization::paper()).unwrap());
+        let plain = Source::new(d.clone(), lookup.clone(), p.clone(), 7).unwrap();
+        let cached = Source::new(d.clone(), lookup, p, 7)
+            .unwrap()
+            .with_decoded_cache(usize::MAX);
+        assert_eq!(plain.cache_usage(), None);
+        let expected: Vec<_> = requests.iter().map(|r| plain.load(r).unwrap()).collect();
+        for (r, want) in requests.iter().zip(&expected) {
+            assert_eq!(&in_pool(2, || cached.load(r).unwrap()), want);
+        }
+        let usage = cached.cache_usage().unwrap();
+        assert_eq!(usage.entries, n);
+        if resized {
+            assert!(usage.bytes >= n * 96 * 96 * 3, "{usage:?}");
+        }
+        cached_sources.push((cached, expected));
+    }
+    // With the files gone, the cache alone reproduces every batch.
+    for s in &d.samples {
+        std::fs::remove_file(&s.path).unwrap();
+    }
+    for (cached, expected) in &cached_sources {
+        for (r, want) in requests.iter().zip(expected) {
+            assert_eq!(&cached.load(r).unwrap(), want);
+        }
+    }
+}
+
+#[test]
+fn the_decoded_cache_keeps_to_its_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Arc::new(movable_mini(dir.path()));
+    let p =
+        Arc::new(Pipeline::new(AugmentConfig::scaled(96, true), Normalization::paper()).unwrap());
+    let patch = 96 * 96 * 3;
+    let src = Source::new(
+        d.clone(),
+        Arc::new(StainLookup::Fixed(classm_data::Unmixer::paper_fixed())),
+        p,
+        7,
+    )
+    .unwrap()
+    .with_decoded_cache(3 * patch + patch / 2);
+    let all: Vec<usize> = (0..d.samples.len()).collect();
+    let first = in_pool(1, || src.load(&request(all.clone(), 1)).unwrap());
+    let usage = src.cache_usage().unwrap();
+    assert_eq!((usage.entries, usage.bytes), (3, 3 * patch), "{usage:?}");
+    assert_eq!(usage.budget, 3 * patch + patch / 2);
+
+    // On one thread the first three loaded are kept; the others are read again.
+    for s in &d.samples {
+        std::fs::remove_file(&s.path).unwrap();
+    }
+    let kept = src.load(&request(vec![0, 1, 2], 1)).unwrap();
+    assert_eq!(kept.h, first.h[..3 * 56 * 56]);
+    let err = src.load(&request(vec![0, 3], 1)).unwrap_err();
+    assert!(err.to_string().contains("3.png"), "{err}");
+}
