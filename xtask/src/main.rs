@@ -7,9 +7,11 @@
 //! - `bench data`: classm-data's training pipeline against PIL + torchvision.
 //! - `bench model`: the dual ResNet's forward and train step against PyTorch.
 //! - `bench-setup-python`, `bench-setup-torch`: create the Python environments.
+//! - `check-cuda`: clippy on the `cuda` feature with the CUDA compiler from PyPI (no GPU).
 
 mod bench;
 mod ci;
+mod cuda;
 mod paths;
 
 use std::process::ExitCode;
@@ -38,6 +40,10 @@ enum Cmd {
     BenchSetupPython(bench::python::SetupArgs),
     /// Creates the torch environment used by `bench data` (target/torch-venv).
     BenchSetupTorch(bench::python::TorchSetupArgs),
+    /// Clippy (-D warnings, all targets) on classm-model and classm-losses with the `cuda`
+    /// feature, CUDA kernels compiled by nvcc from PyPI wheels (target/cuda-venv): no GPU
+    /// needed.
+    CheckCuda(cuda::CudaArgs),
     /// One benchmark configuration in a fresh process (used by `bench stain`).
     #[command(hide = true)]
     BenchWorker(bench::stain::WorkerArgs),
@@ -68,6 +74,7 @@ fn main() -> ExitCode {
         Cmd::BenchSetupPython(args) => bench::python::setup(&args),
         Cmd::BenchSetupTorch(args) => bench::python::setup_torch(&args),
         Cmd::BenchWorker(args) => bench::stain::worker(&args),
+        Cmd::CheckCuda(args) => cuda::run(&args),
     };
     // A plain message: anyhow's Debug form would add a backtrace under RUST_BACKTRACE=1.
     report(result)
