@@ -14,14 +14,18 @@ use clap::Args;
 
 use crate::paths;
 
+/// The toolkit release: that of the lent GPU machines' driver (580, CUDA 13.0), since candle
+/// embeds PTX that the driver compiles at start and a driver refuses a newer PTX version.
+const RELEASE: &str = "13.0";
+
 /// The toolkit wheels, pinned together: an unpinned `nvidia-nvvm` resolves to a newer release
 /// whose PTX the pinned `ptxas` refuses ("Unsupported .version").
 const WHEELS: [&str; 5] = [
-    "nvidia-cuda-nvcc==13.2.86",
-    "nvidia-nvvm==13.2.86",
-    "nvidia-cuda-crt==13.2.86",
-    "nvidia-cuda-runtime==13.2.86",
-    "nvidia-cuda-cccl==13.2.86",
+    "nvidia-cuda-nvcc==13.0.88",
+    "nvidia-nvvm==13.0.88",
+    "nvidia-cuda-crt==13.0.88",
+    "nvidia-cuda-runtime==13.0.88",
+    "nvidia-cuda-cccl==13.0.85",
 ];
 
 /// Options of `check-cuda`.
@@ -44,7 +48,7 @@ pub fn run(a: &CudaArgs) -> Result<()> {
     let venv = a
         .venv
         .clone()
-        .unwrap_or_else(|| root.join("target/cuda-venv"));
+        .unwrap_or_else(|| root.join(format!("target/cuda-{RELEASE}-venv")));
     let cuda = match toolkit(&venv) {
         Some(c) => c,
         None => {
@@ -57,7 +61,7 @@ pub fn run(a: &CudaArgs) -> Result<()> {
             })?
         }
     };
-    eprintln!("CUDA toolkit: {}", cuda.display());
+    eprintln!("CUDA {RELEASE} toolkit: {}", cuda.display());
     let path = std::env::join_paths(
         std::iter::once(cuda.join("bin")).chain(
             std::env::var_os("PATH")
@@ -75,15 +79,19 @@ pub fn run(a: &CudaArgs) -> Result<()> {
         .env("NVCC", cuda.join("bin/nvcc"))
         .env("CUDA_COMPUTE_CAP", &a.compute_cap)
         // Its own target directory: the feature changes candle's build, which would otherwise
-        // invalidate the CPU build's artefacts.
-        .env("CARGO_TARGET_DIR", root.join("target/cuda-check"))
+        // invalidate the CPU build's artefacts. One per release, since neither candle-kernels'
+        // nor cudarc's build script reruns when the toolkit changes.
+        .env(
+            "CARGO_TARGET_DIR",
+            root.join(format!("target/cuda-{RELEASE}-check")),
+        )
         .status()
         .context("starting cargo clippy")?;
     if !status.success() {
         bail!("the cuda feature does not build ({status})");
     }
     eprintln!(
-        "the cuda feature builds (sm_{}); its tests need a GPU: `cargo test --release -p classm-model -p classm-losses --features classm-model/cuda,classm-losses/cuda` there",
+        "the cuda feature builds (CUDA {RELEASE}, sm_{}); its tests need a GPU: `cargo test --release -p classm-model -p classm-losses --features classm-model/cuda,classm-losses/cuda` there",
         a.compute_cap
     );
     Ok(())

@@ -41,7 +41,7 @@ enum Cmd {
     /// Creates the torch environment used by `bench data` (target/torch-venv).
     BenchSetupTorch(bench::python::TorchSetupArgs),
     /// Clippy (-D warnings, all targets) on classm-model and classm-losses with the `cuda`
-    /// feature, CUDA kernels compiled by nvcc from PyPI wheels (target/cuda-venv): no GPU
+    /// feature, CUDA kernels compiled by nvcc from PyPI wheels (target/cuda-13.0-venv): no GPU
     /// needed.
     CheckCuda(cuda::CudaArgs),
     /// One benchmark configuration in a fresh process (used by `bench stain`).
