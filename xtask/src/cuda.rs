@@ -3,8 +3,9 @@
 //!
 //! candle-kernels' build script needs `nvcc`; NVIDIA publishes the CUDA 13 compiler, headers
 //! and NVVM as PyPI wheels, which a virtual environment holds without root or apt. Linking
-//! needs the driver library and running needs a GPU, so this checks (clippy, all targets),
-//! it does not run the tests.
+//! needs the driver library and running needs a GPU, so this checks (clippy, all targets);
+//! with `--bundle` it also links the test binaries against stand-ins for the driver's
+//! libraries, for a GPU machine to run ([`cuda_bundle`]).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -12,7 +13,7 @@ use std::process::Command;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 
-use crate::paths;
+use crate::{cuda_bundle, paths};
 
 /// The toolkit release: that of the lent GPU machines' driver (580, CUDA 13.0), since candle
 /// embeds PTX that the driver compiles at start and a driver refuses a newer PTX version.
@@ -40,6 +41,11 @@ pub struct CudaArgs {
     /// GPU architecture the kernels are compiled for (90: H100 and H200).
     #[arg(long, default_value = "90")]
     pub compute_cap: String,
+    /// Also link the CUDA test binaries and the `step` example (against generated stand-ins
+    /// for the driver's libraries) into target/cuda-bundle.tar.gz, with a script that runs
+    /// them on a GPU machine that has no Rust toolchain.
+    #[arg(long)]
+    pub bundle: bool,
 }
 
 /// `check-cuda`.
@@ -62,39 +68,79 @@ pub fn run(a: &CudaArgs) -> Result<()> {
         }
     };
     eprintln!("CUDA {RELEASE} toolkit: {}", cuda.display());
-    let path = std::env::join_paths(
-        std::iter::once(cuda.join("bin")).chain(
-            std::env::var_os("PATH")
-                .iter()
-                .flat_map(std::env::split_paths),
-        ),
-    )?;
-    let status = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
-        .current_dir(&root)
+    let toolkit = Toolkit {
+        root: cuda,
+        compute_cap: a.compute_cap.clone(),
+    };
+    // Its own target directory: the feature changes candle's build, which would otherwise
+    // invalidate the CPU build's artefacts. One per release, since neither candle-kernels'
+    // nor cudarc's build script reruns when the toolkit changes.
+    let status = toolkit
+        .cargo(&root.join(format!("target/cuda-{RELEASE}-check")))?
         .args(["clippy", "-p", "classm-model", "-p", "classm-losses"])
-        .args(["--features", "classm-model/cuda,classm-losses/cuda"])
-        .args(["--all-targets", "--", "-D", "warnings"])
-        .env("PATH", path)
-        .env("CUDA_HOME", &cuda)
-        .env("NVCC", cuda.join("bin/nvcc"))
-        .env("CUDA_COMPUTE_CAP", &a.compute_cap)
-        // Its own target directory: the feature changes candle's build, which would otherwise
-        // invalidate the CPU build's artefacts. One per release, since neither candle-kernels'
-        // nor cudarc's build script reruns when the toolkit changes.
-        .env(
-            "CARGO_TARGET_DIR",
-            root.join(format!("target/cuda-{RELEASE}-check")),
-        )
+        .args([
+            "--features",
+            FEATURES,
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ])
         .status()
         .context("starting cargo clippy")?;
     if !status.success() {
         bail!("the cuda feature does not build ({status})");
     }
     eprintln!(
-        "the cuda feature builds (CUDA {RELEASE}, sm_{}); its tests need a GPU: `cargo test --release -p classm-model -p classm-losses --features classm-model/cuda,classm-losses/cuda` there",
+        "the cuda feature builds (CUDA {RELEASE}, sm_{})",
         a.compute_cap
     );
+    if a.bundle {
+        let out = cuda_bundle::build(&toolkit, &root, RELEASE)?;
+        eprintln!(
+            "GPU bundle: {} (carry it to a GPU machine and run: tar xzf {} -C /tmp && /tmp/cuda-bundle/run.sh)",
+            out.display(),
+            out.strip_prefix(&root).unwrap_or(&out).display()
+        );
+    } else {
+        eprintln!(
+            "its tests need a GPU: there, `cargo test --release -p classm-model -p classm-losses --features {FEATURES}`, or without a Rust toolchain `check-cuda --bundle` here"
+        );
+    }
     Ok(())
+}
+
+/// The crates' features that select CUDA.
+pub const FEATURES: &str = "classm-model/cuda,classm-losses/cuda";
+
+/// A CUDA toolkit for candle's build scripts.
+#[derive(Debug)]
+pub struct Toolkit {
+    /// The folder with `bin/nvcc`, `include` and `lib`.
+    pub root: PathBuf,
+    /// GPU architecture of the kernels.
+    pub compute_cap: String,
+}
+
+impl Toolkit {
+    /// `cargo` in the repository, building into `target_dir` with this toolkit.
+    pub fn cargo(&self, target_dir: &Path) -> Result<Command> {
+        let path = std::env::join_paths(
+            std::iter::once(self.root.join("bin")).chain(
+                std::env::var_os("PATH")
+                    .iter()
+                    .flat_map(std::env::split_paths),
+            ),
+        )?;
+        let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+        cmd.current_dir(paths::repo_root())
+            .env("PATH", path)
+            .env("CUDA_HOME", &self.root)
+            .env("NVCC", self.root.join("bin/nvcc"))
+            .env("CUDA_COMPUTE_CAP", &self.compute_cap)
+            .env("CARGO_TARGET_DIR", target_dir);
+        Ok(cmd)
+    }
 }
 
 /// `<venv>/lib/python3.*/site-packages/nvidia/cu13` when it holds nvcc.

@@ -12,6 +12,7 @@
 mod bench;
 mod ci;
 mod cuda;
+mod cuda_bundle;
 mod paths;
 
 use std::process::ExitCode;
