@@ -258,7 +258,7 @@ impl Source {
                 let unmixer = match self.stains.as_ref() {
                     StainLookup::Fixed(u) => u,
                     StainLookup::PerGroup(map) => &map[&self.dataset.samples[index].group],
-                    // `prepare` always estimates under PerImage; the fixed matrix is also
+                    // `decode` always estimates under PerImage; the fixed matrix is also
                     // what a failed estimate falls back to.
                     StainLookup::PerImage(_) => held.per_image.as_ref().unwrap_or(&PAPER_FIXED),
                 };
