@@ -3,7 +3,7 @@
 classm-model (two 1-channel ResNet trunks of a given width, Linear on the mean feature,
 affine-free BatchNorm1d heads), the same batch and threads.
 
-    bench_model.py --size S --width W --batch B --threads T --steps N [--depth 18]
+    bench_model.py --size S --width W --batch B --threads T --steps N [--depth 18] [--device cuda]
 
 Prints one JSON line: seconds per forward (eval mode, no grad) and per training step
 (train-mode forward, soft cross-entropy + triplet, backward, RMSprop step), best of N after
@@ -22,6 +22,7 @@ p.add_argument("--depth", type=int, default=18)
 p.add_argument("--batch", type=int, default=16)
 p.add_argument("--threads", type=int, default=1)
 p.add_argument("--steps", type=int, default=3)
+p.add_argument("--device", default="cpu", help="cpu, or cuda for a GPU session's comparison")
 a = p.parse_args()
 for v in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
     os.environ[v] = str(a.threads)
@@ -82,11 +83,18 @@ class Dual(nn.Module):
         return self.fc((fh + fe) / 2), self.bn_h(fh), self.bn_e(fe)
 
 
-net = Dual(a.width, a.depth)
+dev = torch.device(a.device)
+net = Dual(a.width, a.depth).to(dev)
 opt = torch.optim.RMSprop(net.parameters(), lr=1e-4, alpha=0.99, eps=1e-8, weight_decay=1e-8, momentum=0.9)
-xh = torch.rand(a.batch, 1, a.size, a.size)
-xe = torch.rand(a.batch, 1, a.size, a.size)
-t = torch.softmax(torch.randn(a.batch, 3), 1)
+xh = torch.rand(a.batch, 1, a.size, a.size, device=dev)
+xe = torch.rand(a.batch, 1, a.size, a.size, device=dev)
+t = torch.softmax(torch.randn(a.batch, 3, device=dev), 1)
+
+
+def sync():
+    # A GPU runs kernels asynchronously: a step's time is theirs only once they are done.
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
 
 
 def forward():
@@ -108,10 +116,12 @@ def train():
 def best(f, n):
     for _ in range(2):
         f()
+    sync()
     times = []
     for _ in range(n):
         s = time.perf_counter()
         f()
+        sync()
         times.append(time.perf_counter() - s)
     return min(times)
 
@@ -119,7 +129,7 @@ def best(f, n):
 fwd = best(forward, a.steps)
 step = best(train, a.steps)
 print(json.dumps({
-    "impl": "pytorch", "torch": torch.__version__, "threads": a.threads, "size": a.size,
+    "impl": "pytorch", "torch": torch.__version__, "device": a.device, "threads": a.threads, "size": a.size,
     "width": a.width, "depth": a.depth, "batch": a.batch,
     "forward_s": fwd, "train_step_s": step,
     "forward_img_s": a.batch / fwd, "train_img_s": a.batch / step,

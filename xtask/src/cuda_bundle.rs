@@ -245,9 +245,12 @@ for t in {tests}; do
     echo "== $t"
     "$here/bin/$t" || status=1
 done
-echo "== train step (dual ResNet18, random input)"
+echo "== train step (dual ResNet18, random input): classm forward + backward, then PyTorch"
+echo "   (PyTorch's step also takes the losses and an RMSprop update: a slightly longer step)"
 for args in "256 64 95 10" "256 64 32 10" "96 64 95 10" "64 32 95 10"; do
+    set -- $args
     CLASSM_DEVICE=cuda "$here/bin/step" $args || status=1
+    python3 xtask/python/bench_model.py --size $1 --width $2 --batch $3 --steps $4 --device cuda || status=1
 done
 exit $status
 "#,
