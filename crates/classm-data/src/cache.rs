@@ -23,7 +23,7 @@ pub(crate) struct Prepared {
 
 impl Prepared {
     fn bytes(&self) -> usize {
-        self.rgb.as_raw().len() + self.per_image.as_ref().map_or(0, |_| size_of::<Unmixer>())
+        self.rgb.as_raw().len() + self.per_image.as_ref().map_or(0, Unmixer::table_bytes)
     }
 }
 

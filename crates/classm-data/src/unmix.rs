@@ -68,6 +68,11 @@ impl Unmixer {
         }
     }
 
+    /// Bytes of the tables (they live on the heap, out of `size_of::<Unmixer>()`'s sight).
+    pub(crate) fn table_bytes(&self) -> usize {
+        size_of_val(&*self.tables)
+    }
+
     /// The paper's fixed matrix under the CLASS-M convention (`log10(255 / max(I, 1))`).
     pub fn paper_fixed() -> Self {
         let conv = Convention::classm();
