@@ -10,9 +10,10 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use clap::Args;
 
+use crate::process::{new_venv, run_checked};
 use crate::{cuda_bundle, paths};
 
 /// The toolkit release: that of the lent GPU machines' driver (580, CUDA 13.0), since candle
@@ -75,22 +76,20 @@ pub fn run(a: &CudaArgs) -> Result<()> {
     // Its own target directory: the feature changes candle's build, which would otherwise
     // invalidate the CPU build's artefacts. One per release, since neither candle-kernels'
     // nor cudarc's build script reruns when the toolkit changes.
-    let status = toolkit
-        .cargo(&root.join(format!("target/cuda-{RELEASE}-check")))?
-        .args(["clippy", "-p", "classm-model", "-p", "classm-losses"])
-        .args([
-            "--features",
-            FEATURES,
-            "--all-targets",
-            "--",
-            "-D",
-            "warnings",
-        ])
-        .status()
-        .context("starting cargo clippy")?;
-    if !status.success() {
-        bail!("the cuda feature does not build ({status})");
-    }
+    run_checked(
+        toolkit
+            .cargo(&root.join(format!("target/cuda-{RELEASE}-check")))?
+            .args(["clippy", "-p", "classm-model", "-p", "classm-losses"])
+            .args([
+                "--features",
+                FEATURES,
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ]),
+        "cargo clippy with the cuda feature",
+    )?;
     eprintln!(
         "the cuda feature builds (CUDA {RELEASE}, sm_{})",
         a.compute_cap
@@ -156,23 +155,10 @@ fn install(python: &str, venv: &Path) -> Result<()> {
         "installing the CUDA compiler from PyPI into {}",
         venv.display()
     );
-    let ok = Command::new(python)
-        .args(["-m", "venv"])
-        .arg(venv)
-        .status()
-        .with_context(|| format!("starting {python}"))?
-        .success()
-        && Command::new(venv.join("bin/pip"))
+    run_checked(
+        Command::new(new_venv(python, venv)?)
             .args(["install", "--progress-bar", "off"])
-            .args(WHEELS)
-            .status()
-            .context("starting pip")?
-            .success();
-    if !ok {
-        bail!(
-            "could not create the CUDA toolkit environment in {}",
-            venv.display()
-        );
-    }
-    Ok(())
+            .args(WHEELS),
+        "pip install",
+    )
 }

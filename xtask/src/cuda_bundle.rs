@@ -17,7 +17,9 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
+use crate::bench::machine;
 use crate::cuda::{FEATURES, Toolkit};
+use crate::process::{output_checked, run_checked};
 
 /// The stand-ins: file stem, soname, and which of cudarc's undefined symbols each defines
 /// (the longest matching prefix wins).
@@ -50,27 +52,21 @@ pub fn build(toolkit: &Toolkit, root: &Path, release: &str) -> Result<PathBuf> {
         Ok(c)
     };
     // Libraries only (no linking), to get cudarc's undefined symbols.
-    check(cargo(&["build", "--lib"])?.status(), "cargo build --lib")?;
+    run_checked(&mut cargo(&["build", "--lib"])?, "cargo build --lib")?;
     let rlib = newest(&target.join("release/deps"), "libcudarc-", ".rlib")?;
     write_stubs(&rlib, &stubs)?;
 
-    let out = cargo(&[
-        "test",
-        "--no-run",
-        "--message-format=json-render-diagnostics",
-    ])?
-    .output()
-    .context("starting cargo test --no-run")?;
-    check(Ok(out.status), "cargo test --no-run")?;
-    let ex = cargo(&[
-        "build",
-        "--example",
-        "step",
-        "--message-format=json-render-diagnostics",
-    ])?
-    .output()
-    .context("starting cargo build --example step")?;
-    check(Ok(ex.status), "cargo build --example step")?;
+    // Builds the examples too, `step` among them.
+    let out = output_checked(
+        // Its progress and diagnostics on the terminal, the artefacts' JSON captured.
+        cargo(&[
+            "test",
+            "--no-run",
+            "--message-format=json-render-diagnostics",
+        ])?
+        .stderr(std::process::Stdio::inherit()),
+        "cargo test --no-run",
+    )?;
 
     let bundle = root.join("target/cuda-bundle");
     if bundle.exists() {
@@ -78,18 +74,13 @@ pub fn build(toolkit: &Toolkit, root: &Path, release: &str) -> Result<PathBuf> {
     }
     std::fs::create_dir_all(bundle.join("bin"))?;
     let mut tests = Vec::new();
-    for (name, exe, is_test) in executables(&out.stdout)?
-        .into_iter()
-        .chain(executables(&ex.stdout)?)
-    {
-        let dest = bundle.join("bin").join(&name);
+    for (name, exe, is_test) in executables(&out.stdout)? {
         // Debug information would triple the size past what a device run can carry.
-        check(
+        run_checked(
             Command::new("strip")
                 .arg("-o")
-                .arg(&dest)
-                .arg(&exe)
-                .status(),
+                .arg(bundle.join("bin").join(&name))
+                .arg(&exe),
             "strip",
         )?;
         if is_test {
@@ -103,27 +94,18 @@ pub fn build(toolkit: &Toolkit, root: &Path, release: &str) -> Result<PathBuf> {
     std::fs::write(&script, run_script(root, &tests))?;
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755))?;
     let tarball = root.join("target/cuda-bundle.tar.gz");
-    check(
+    run_checked(
         Command::new("tar")
             .arg("czf")
             .arg(&tarball)
             .arg("-C")
             .arg(root.join("target"))
-            .arg("cuda-bundle")
-            .status(),
+            .arg("cuda-bundle"),
         "tar",
     )?;
     let mib = std::fs::metadata(&tarball)?.len() as f64 / (1024.0 * 1024.0);
     eprintln!("{} ({mib:.1} MiB): {}", tarball.display(), tests.join(", "));
     Ok(tarball)
-}
-
-fn check(status: std::io::Result<std::process::ExitStatus>, what: &str) -> Result<()> {
-    let status = status.with_context(|| format!("starting {what}"))?;
-    if !status.success() {
-        bail!("{what} failed ({status})");
-    }
-    Ok(())
 }
 
 /// The most recently written file in `dir` named `prefix*suffix`.
@@ -143,11 +125,12 @@ fn newest(dir: &Path, prefix: &str, suffix: &str) -> Result<PathBuf> {
 /// One C file and one shared library per stand-in, from the symbols `nm` lists as undefined
 /// in cudarc's rlib.
 fn write_stubs(rlib: &Path, stubs: &Path) -> Result<()> {
-    let nm = Command::new("nm")
-        .args(["-u", "--format=just-symbols"])
-        .arg(rlib)
-        .output()
-        .context("starting nm")?;
+    let nm = output_checked(
+        Command::new("nm")
+            .args(["-u", "--format=just-symbols"])
+            .arg(rlib),
+        "nm",
+    )?;
     let text = String::from_utf8_lossy(&nm.stdout);
     let mut symbols: Vec<&str> = text.lines().map(str::trim).collect();
     symbols.sort_unstable();
@@ -168,14 +151,13 @@ fn write_stubs(rlib: &Path, stubs: &Path) -> Result<()> {
         }
         let src = stubs.join(format!("{stem}.c"));
         std::fs::write(&src, c)?;
-        check(
+        run_checked(
             Command::new("cc")
                 .args(["-shared", "-fPIC"])
                 .arg(format!("-Wl,-soname,{soname}"))
                 .arg("-o")
                 .arg(stubs.join(format!("lib{stem}.so")))
-                .arg(&src)
-                .status(),
+                .arg(&src),
             "cc",
         )?;
     }
@@ -218,12 +200,7 @@ fn executables(json: &[u8]) -> Result<Vec<(String, PathBuf, bool)>> {
 
 /// The script that runs the bundle from the repository's root on the GPU machine.
 fn run_script(root: &Path, tests: &[String]) -> String {
-    let commit = Command::new("git")
-        .args(["rev-parse", "--short", "HEAD"])
-        .current_dir(root)
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-        .unwrap_or_default();
+    let commit = machine::commit();
     format!(
         r#"#!/bin/bash
 # classm's CUDA tests and train-step timings, built by `cargo xtask check-cuda --bundle` at

@@ -14,6 +14,7 @@ mod ci;
 mod cuda;
 mod cuda_bundle;
 mod paths;
+mod process;
 
 use std::process::ExitCode;
 

@@ -61,14 +61,7 @@ pub fn probe() -> Machine {
         .unwrap_or_else(|_| "unknown".to_owned());
     let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".to_owned());
     let rustc = cmd_line(&rustc, &["-V"]).unwrap_or_else(|| "unknown".to_owned());
-    let commit = match cmd_line("git", &["rev-parse", "--short=10", "HEAD"]) {
-        Some(c) => {
-            let dirty = cmd_line("git", &["status", "--porcelain", "--untracked-files=no"])
-                .is_some_and(|s| !s.is_empty());
-            if dirty { format!("{c}-dirty") } else { c }
-        }
-        None => "unknown".to_owned(),
-    };
+    let commit = commit();
     let date_utc = cmd_line("date", &["-u", "+%Y-%m-%d %H:%M UTC"]).unwrap_or_default();
     Machine {
         nproc,
@@ -78,5 +71,17 @@ pub fn probe() -> Machine {
         rustc,
         commit,
         date_utc,
+    }
+}
+
+/// The checkout's commit (10 hex digits), with `-dirty` when tracked files have changes.
+pub fn commit() -> String {
+    match cmd_line("git", &["rev-parse", "--short=10", "HEAD"]) {
+        Some(c) => {
+            let dirty = cmd_line("git", &["status", "--porcelain", "--untracked-files=no"])
+                .is_some_and(|s| !s.is_empty());
+            if dirty { format!("{c}-dirty") } else { c }
+        }
+        None => "unknown".to_owned(),
     }
 }

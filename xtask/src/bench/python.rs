@@ -12,6 +12,7 @@ use super::input::ImageSpec;
 use super::stain::busy_note;
 use super::{cpu, mem};
 use crate::paths;
+use crate::process::{new_venv, run_checked};
 
 /// Environment variable naming a Python executable with the reference libraries.
 pub const PYTHON_ENV: &str = "CLASSM_STAIN_REF_PYTHON";
@@ -59,17 +60,6 @@ pub struct SetupArgs {
     pub venv: Option<PathBuf>,
 }
 
-fn run_checked(cmd: &mut Command, what: &str) -> Result<()> {
-    eprintln!("$ {cmd:?}");
-    let st = cmd
-        .status()
-        .with_context(|| format!("cannot start {what}"))?;
-    if !st.success() {
-        bail!("{what} failed ({st})");
-    }
-    Ok(())
-}
-
 /// `bench-setup-python`: creates target/stain-ref-venv and installs the pinned requirements.
 pub fn setup(a: &SetupArgs) -> Result<()> {
     let req = a.requirements.clone().unwrap_or_else(requirements);
@@ -81,11 +71,7 @@ pub fn setup(a: &SetupArgs) -> Result<()> {
     }
     let venv = a.venv.clone().unwrap_or_else(paths::venv_dir);
     run_checked(
-        Command::new(&a.python).args(["-m", "venv"]).arg(&venv),
-        "venv creation",
-    )?;
-    run_checked(
-        Command::new(venv.join("bin/pip"))
+        Command::new(new_venv(&a.python, &venv)?)
             .args(["install", "--no-deps", "-r"])
             .arg(&req),
         "pip install",
@@ -167,11 +153,7 @@ pub fn setup_torch(a: &TorchSetupArgs) -> Result<()> {
         .clone()
         .unwrap_or_else(|| paths::repo_root().join("target/torch-venv"));
     run_checked(
-        Command::new(&a.python).args(["-m", "venv"]).arg(&venv),
-        "python -m venv",
-    )?;
-    run_checked(
-        Command::new(venv.join("bin/pip"))
+        Command::new(new_venv(&a.python, &venv)?)
             .args(["install", "--progress-bar", "off"])
             .args(TORCH_PACKAGES),
         "pip install",
