@@ -306,8 +306,8 @@ fn markdown(rows: &[Row], path: &Path, n: usize, stain_s: f64, decode: f64) -> S
          |---|---:|---:|---:|---:|---:|---:|---:|\n",
         path.display(),
         format_args!(
-            "{}, {} CPUs, {}, commit {}, {}",
-            m.cpu_model, m.nproc, m.rustc, m.commit, m.date_utc
+            "{} ({}), {} CPUs, {}, commit {}, {}",
+            m.cpu_model, m.simd, m.nproc, m.rustc, m.commit, m.date_utc
         )
     );
     for r in rows {

@@ -13,6 +13,11 @@ pub struct Machine {
     pub nproc: usize,
     /// `model name` of `/proc/cpuinfo`.
     pub cpu_model: String,
+    /// Widest vector instructions the CPU offers, as the `gemm` kernels (candle's and
+    /// classm-model's) pick them at run time: ratios against PyTorch differ between an AVX2
+    /// and an AVX-512 machine.
+    #[serde(default)]
+    pub simd: String,
     /// `MemTotal` of `/proc/meminfo`, bytes.
     pub mem_total_bytes: Option<u64>,
     /// Kernel release.
@@ -61,17 +66,38 @@ pub fn probe() -> Machine {
         .unwrap_or_else(|_| "unknown".to_owned());
     let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".to_owned());
     let rustc = cmd_line(&rustc, &["-V"]).unwrap_or_else(|| "unknown".to_owned());
+    let simd = simd();
     let commit = commit();
     let date_utc = cmd_line("date", &["-u", "+%Y-%m-%d %H:%M UTC"]).unwrap_or_default();
     Machine {
         nproc,
         cpu_model,
+        simd,
         mem_total_bytes,
         kernel,
         rustc,
         commit,
         date_utc,
     }
+}
+
+fn simd() -> String {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            return "AVX-512".to_owned();
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            return "AVX2+FMA".to_owned();
+        }
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        return "NEON".to_owned();
+    }
+    #[allow(unreachable_code)]
+    "baseline".to_owned()
 }
 
 /// The checkout's commit (10 hex digits), with `-dirty` when tracked files have changes.

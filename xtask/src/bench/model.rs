@@ -282,12 +282,13 @@ pub fn run(a: &ModelArgs) -> Result<()> {
     }
     let m = machine::probe();
     let mut md = format!(
-        "### CLASS-M dual ResNet18: candle vs PyTorch\n\n{}, {} CPUs, {}, commit {}, {}; batch {}, best of {} after a warm-up, best of {} alternating rounds.\n\
+        "### CLASS-M dual ResNet18: candle vs PyTorch\n\n{} ({}), {} CPUs, {}, commit {}, {}; batch {}, best of {} after a warm-up, best of {} alternating rounds.\n\
          Forward: eval mode. Train step: train-mode forward, soft CE + triplet, backward, RMSprop. One image = one H+E pair.\n\
          candle runs with {}; PyTorch as installed (glibc's defaults) and, in the \"same malloc\" columns, with those settings as `GLIBC_TUNABLES`.\n\n\
          | input | width | threads | candle fwd img/s | PyTorch fwd | ratio | same malloc | ratio | candle train img/s | PyTorch train | ratio | same malloc | ratio |\n\
          |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
         m.cpu_model,
+        m.simd,
         m.nproc,
         m.rustc,
         m.commit,

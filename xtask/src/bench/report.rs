@@ -141,8 +141,9 @@ pub fn markdown(r: &Report) -> String {
     );
     let _ = writeln!(
         s,
-        "Machine: {}, {} cores (nproc), {} RAM, Linux {}; {}; release profile.  ",
+        "Machine: {} ({}), {} cores (nproc), {} RAM, Linux {}; {}; release profile.  ",
         m.cpu_model,
+        m.simd,
         m.nproc,
         m.mem_total_bytes.map_or_else(
             || "? GiB".to_owned(),
