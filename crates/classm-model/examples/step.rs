@@ -52,9 +52,10 @@ fn run() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         out.logits.sum_all()?.to_scalar::<f32>()?;
         let fwd = t.elapsed().as_secs_f64();
         let t = Instant::now();
-        let out = net.forward_t(&xh, &xe, true)?;
+        let pass = net.forward_train(&xh, &xe)?;
+        let out = &pass.out;
         let loss = (out.logits.sum_all()? + (out.z_h.sqr()?.sum_all()? + out.z_e.sum_all()?)?)?;
-        let grads = loss.backward()?;
+        let grads = pass.backward(&loss)?;
         // A GPU runs the kernels asynchronously: the time is theirs only once they are done.
         dev.synchronize()?;
         std::hint::black_box(grads);

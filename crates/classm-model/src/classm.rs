@@ -1,7 +1,8 @@
 //! The CLASS-M network (classm-method.md §4): two encoders, a linear classifier on the mean of
 //! their features, and an affine-free BatchNorm1d per encoder for the contrastive features.
 
-use candle_core::{ModuleT, Tensor};
+use candle_core::backprop::GradStore;
+use candle_core::{Device, ModuleT, Tensor, Var};
 use candle_nn::{Linear, Module, VarBuilder};
 use serde::{Deserialize, Serialize};
 
@@ -74,13 +75,93 @@ impl ClassmNet {
 
     /// Logits and contrastive features of a batch of H and E maps `[N, 1, S, S]` each.
     pub fn forward_t(&self, h: &Tensor, e: &Tensor, train: bool) -> Result<ClassmOutput> {
-        let fh = self.h.forward_t(h, train)?;
-        let fe = self.e.forward_t(e, train)?;
-        let logits = self.fc.forward(&((&fh + &fe)? * 0.5)?)?;
+        let (fh, fe) = self.encode(h, e, train)?;
+        self.heads(&fh, &fe, train)
+    }
+
+    /// A train-mode forward whose [`TrainForward::backward`] runs the two encoders' backward
+    /// passes concurrently on the CPU. The gradients are the same, bit for bit, as those of
+    /// `forward_t(h, e, true)` and one `loss.backward()`.
+    pub fn forward_train(&self, h: &Tensor, e: &Tensor) -> Result<TrainForward> {
+        let (fh, fe) = self.encode(h, e, true)?;
+        // The heads start from copies of the features that are leaves of their own graph, so
+        // that one backward reaches the features and stops, and each encoder's own backward
+        // can then run on its own thread.
+        let (vh, ve) = (
+            Var::from_tensor(&fh.detach())?,
+            Var::from_tensor(&fe.detach())?,
+        );
+        let out = self.heads(vh.as_tensor(), ve.as_tensor(), true)?;
+        Ok(TrainForward {
+            out,
+            features: [(fh, vh), (fe, ve)],
+        })
+    }
+
+    /// Both encoders' pooled features; on the CPU the two run concurrently, so that one
+    /// encoder's serial stretches (candle's own ops, allocation) overlap the other's work.
+    fn encode(&self, h: &Tensor, e: &Tensor, train: bool) -> Result<(Tensor, Tensor)> {
+        if concurrent(h) {
+            let (fh, fe) =
+                rayon::join(|| self.h.forward_t(h, train), || self.e.forward_t(e, train));
+            Ok((fh?, fe?))
+        } else {
+            Ok((self.h.forward_t(h, train)?, self.e.forward_t(e, train)?))
+        }
+    }
+
+    fn heads(&self, fh: &Tensor, fe: &Tensor, train: bool) -> Result<ClassmOutput> {
+        let logits = self.fc.forward(&((fh + fe)? * 0.5)?)?;
         Ok(ClassmOutput {
             logits,
-            z_h: self.bn_h.forward_t(&fh, train, false, self.kernels)?,
-            z_e: self.bn_e.forward_t(&fe, train, false, self.kernels)?,
+            z_h: self.bn_h.forward_t(fh, train, false, self.kernels)?,
+            z_e: self.bn_e.forward_t(fe, train, false, self.kernels)?,
         })
+    }
+}
+
+/// Two encoders at once only on the CPU with more than one rayon thread: a GPU queues the
+/// kernels of both on one stream anyway.
+fn concurrent(x: &Tensor) -> bool {
+    matches!(x.device(), Device::Cpu) && rayon::current_num_threads() > 1
+}
+
+/// A train-mode forward pass ([`ClassmNet::forward_train`]) awaiting its loss.
+#[derive(Debug)]
+pub struct TrainForward {
+    /// Logits and contrastive features, as [`ClassmNet::forward_t`] returns them.
+    pub out: ClassmOutput,
+    /// Each encoder's features and the leaf the heads were built on.
+    features: [(Tensor, Var); 2],
+}
+
+impl TrainForward {
+    /// The gradients of `loss`, a scalar computed from [`TrainForward::out`], with respect to
+    /// every variable of the network: the heads' first, then both encoders', each encoder's
+    /// backward started from its features' gradient.
+    pub fn backward(&self, loss: &Tensor) -> Result<GradStore> {
+        let mut grads = loss.backward()?;
+        let seeds = self
+            .features
+            .iter()
+            .map(|(f, leaf)| grads.remove(leaf.as_tensor()).map(|g| (f, g)))
+            .collect::<Vec<_>>();
+        // Σ f·g has gradient g with respect to f exactly (1·g), so each encoder receives
+        // the very values a single backward would have passed it.
+        let encoder = |seed: &Option<(&Tensor, Tensor)>| -> Result<Option<GradStore>> {
+            match seed {
+                Some((f, g)) => Ok(Some((*f * g)?.sum_all()?.backward()?)),
+                None => Ok(None),
+            }
+        };
+        let (a, b) = if concurrent(loss) {
+            rayon::join(|| encoder(&seeds[0]), || encoder(&seeds[1]))
+        } else {
+            (encoder(&seeds[0]), encoder(&seeds[1]))
+        };
+        for store in [a?, b?].into_iter().flatten() {
+            grads.extend(store)?;
+        }
+        Ok(grads)
     }
 }

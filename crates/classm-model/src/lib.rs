@@ -18,7 +18,7 @@ mod pretrained;
 mod resnet;
 
 pub use alloc::{keep_freed_memory, keep_freed_tunables};
-pub use classm::{ClassmConfig, ClassmNet, ClassmOutput};
+pub use classm::{ClassmConfig, ClassmNet, ClassmOutput, TrainForward};
 pub use error::{HubProblem, ModelError, Result};
 #[cfg(feature = "hub")]
 pub use hub::HubWeights;

@@ -179,10 +179,11 @@ fn time_candle(c: Config, batch: usize, steps: usize) -> Result<(f64, f64)> {
         Ok(())
     })?;
     let step = best(steps, || {
-        let out = net.forward_t(&xh, &xe, true)?;
+        let pass = net.forward_train(&xh, &xe)?;
+        let out = &pass.out;
         let loss = (soft_cross_entropy(&out.logits, &t)?
             + (triplet_roll(&out.z_h, &out.z_e, 37.0, Reduction::Sum)? * 1e-3)?)?;
-        opt.backward_step(&loss)?;
+        opt.step(&pass.backward(&loss)?)?;
         Ok(())
     })?;
     Ok((batch as f64 / fwd, batch as f64 / step))

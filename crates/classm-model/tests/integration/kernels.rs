@@ -64,9 +64,18 @@ fn network(like: Option<&VarMap>, kernels: Kernels) -> (VarMap, ClassmNet) {
 /// Outputs, then the gradient of every variable and of both inputs after one training
 /// forward and backward, then the running statistics, by name.
 fn train_step(map: &VarMap, net: &ClassmNet) -> BTreeMap<String, Tensor> {
+    step_with(map, net, false)
+}
+
+/// As [`train_step`], through `forward_train` and its split backward when `split`.
+fn step_with(map: &VarMap, net: &ClassmNet, split: bool) -> BTreeMap<String, Tensor> {
     let h = Var::from_tensor(&pattern(&[4, 1, 40, 40], 1)).unwrap();
     let e = Var::from_tensor(&pattern(&[4, 1, 40, 40], 2)).unwrap();
-    let out = net.forward_t(h.as_tensor(), e.as_tensor(), true).unwrap();
+    let pass = split.then(|| net.forward_train(h.as_tensor(), e.as_tensor()).unwrap());
+    let out = match &pass {
+        Some(p) => p.out.clone(),
+        None => net.forward_t(h.as_tensor(), e.as_tensor(), true).unwrap(),
+    };
     let loss = ((out.logits.clone() * pattern(&[4, 3], 3))
         .unwrap()
         .sum_all()
@@ -80,7 +89,10 @@ fn train_step(map: &VarMap, net: &ClassmNet) -> BTreeMap<String, Tensor> {
             .sum_all()
             .unwrap())
     .unwrap();
-    let grads = loss.backward().unwrap();
+    let grads = match &pass {
+        Some(p) => p.backward(&loss).unwrap(),
+        None => loss.backward().unwrap(),
+    };
     let mut all = BTreeMap::new();
     all.insert("out.logits".into(), out.logits);
     all.insert("out.z_h".into(), out.z_h);
@@ -134,5 +146,24 @@ fn cpu_kernels_give_the_same_bits_on_one_and_two_threads() {
     for (k, t) in &one {
         let bits = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         assert_eq!(bits(t), bits(&two[k]), "{k}");
+    }
+}
+
+#[test]
+fn the_split_backward_gives_the_same_bits_as_one_backward() {
+    for threads in [1, 2] {
+        let (map_a, net_a) = network(None, Kernels::Auto);
+        let (map_b, net_b) = network(Some(&map_a), Kernels::Auto);
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        let one = pool.install(|| step_with(&map_a, &net_a, false));
+        let split = pool.install(|| step_with(&map_b, &net_b, true));
+        assert_eq!(one.len(), split.len());
+        for (k, t) in &one {
+            let bits = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            assert_eq!(bits(t), bits(&split[k]), "{k}, {threads} thread(s)");
+        }
     }
 }
