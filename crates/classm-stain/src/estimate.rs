@@ -174,6 +174,25 @@ impl StainMatrix {
         crate::fit::angle_deg(self.h, self.e)
     }
 
+    /// Angles in degrees between this matrix's H and E vectors and `other`'s: how far apart
+    /// two estimates of the same stains are.
+    ///
+    /// ```
+    /// use classm_stain::StainMatrix;
+    /// let m = StainMatrix::ruifrok();
+    /// let swapped = StainMatrix::new(m.e, m.h)?;
+    /// let [dh, de] = m.angles_to(&swapped);
+    /// assert!((dh - m.separation_deg()).abs() < 1e-9 && (de - dh).abs() < 1e-9);
+    /// assert!(m.angles_to(&m).iter().all(|&a| a < 1e-6));
+    /// # Ok::<(), classm_stain::StainError>(())
+    /// ```
+    pub fn angles_to(&self, other: &StainMatrix) -> [f64; 2] {
+        [
+            crate::fit::angle_deg(self.h, other.h),
+            crate::fit::angle_deg(self.e, other.e),
+        ]
+    }
+
     /// The 2×3 Moore–Penrose pseudo-inverse: row 0 gives H, row 1 gives E from an OD vector.
     /// It equals least squares, HistomicsTK's complemented inverse and CLASS-M's 3×3 inverse.
     pub fn pseudo_inverse(&self) -> [[f64; 3]; 2] {

@@ -2,6 +2,8 @@
 
 use std::fmt::Write as _;
 
+use classm_stain::StainMatrix;
+
 use super::input::ImageSpec;
 use super::median;
 use super::mem::mib;
@@ -120,12 +122,6 @@ fn target_section(s: &mut String, r: &Report) {
             }
         );
     }
-}
-
-/// Angle in degrees between two unit vectors.
-fn angle_deg(a: [f64; 3], b: [f64; 3]) -> f64 {
-    let dot: f64 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
-    dot.clamp(-1.0, 1.0).acos().to_degrees()
 }
 
 fn same_estimate(a: &RustRun, b: &RustRun) -> bool {
@@ -275,11 +271,14 @@ pub fn markdown(r: &Report) -> String {
             .filter(|x| x.mode == Mode::TiledGrid10)
             .collect();
         if let (Some(a), Some(g)) = (all_px.first(), grid.first()) {
+            let matrix = |x: &RustRun| StainMatrix {
+                h: x.estimate.h,
+                e: x.estimate.e,
+            };
+            let [dh, de] = matrix(a).angles_to(&matrix(g));
             sampling.push(format!(
-                "{}: H {:.2}°, E {:.2}° ({} of {} pixels sampled)",
+                "{}: H {dh:.2}°, E {de:.2}° ({} of {} pixels sampled)",
                 image_label(r, spec),
-                angle_deg(a.estimate.h, g.estimate.h),
-                angle_deg(a.estimate.e, g.estimate.e),
                 g.estimate.sampled_pixels,
                 a.estimate.sampled_pixels
             ));
