@@ -101,13 +101,12 @@ impl ClassmNet {
     /// Both encoders' pooled features; on the CPU the two run concurrently, so that one
     /// encoder's serial stretches (candle's own ops, allocation) overlap the other's work.
     fn encode(&self, h: &Tensor, e: &Tensor, train: bool) -> Result<(Tensor, Tensor)> {
-        if concurrent(h) {
-            let (fh, fe) =
-                rayon::join(|| self.h.forward_t(h, train), || self.e.forward_t(e, train));
-            Ok((fh?, fe?))
-        } else {
-            Ok((self.h.forward_t(h, train)?, self.e.forward_t(e, train)?))
-        }
+        let (fh, fe) = both(
+            h,
+            || self.h.forward_t(h, train),
+            || self.e.forward_t(e, train),
+        );
+        Ok((fh?, fe?))
     }
 
     fn heads(&self, fh: &Tensor, fe: &Tensor, train: bool) -> Result<ClassmOutput> {
@@ -120,10 +119,18 @@ impl ClassmNet {
     }
 }
 
-/// Two encoders at once only on the CPU with more than one rayon thread: a GPU queues the
-/// kernels of both on one stream anyway.
-fn concurrent(x: &Tensor) -> bool {
-    matches!(x.device(), Device::Cpu) && rayon::current_num_threads() > 1
+/// `(a(), b())`, the two at once when `on` lives on the CPU and rayon has more than one
+/// thread: a GPU queues the kernels of both on one stream anyway.
+fn both<A: Send, B: Send>(
+    on: &Tensor,
+    a: impl FnOnce() -> A + Send,
+    b: impl FnOnce() -> B + Send,
+) -> (A, B) {
+    if matches!(on.device(), Device::Cpu) && rayon::current_num_threads() > 1 {
+        rayon::join(a, b)
+    } else {
+        (a(), b())
+    }
 }
 
 /// A train-mode forward pass ([`ClassmNet::forward_train`]) awaiting its loss.
@@ -143,9 +150,8 @@ impl TrainForward {
         let mut grads = loss.backward()?;
         let seeds = self
             .features
-            .iter()
-            .map(|(f, leaf)| grads.remove(leaf.as_tensor()).map(|g| (f, g)))
-            .collect::<Vec<_>>();
+            .each_ref()
+            .map(|(f, leaf)| grads.remove(leaf.as_tensor()).map(|g| (f, g)));
         // Σ f·g has gradient g with respect to f exactly (1·g), so each encoder receives
         // the very values a single backward would have passed it.
         let encoder = |seed: &Option<(&Tensor, Tensor)>| -> Result<Option<GradStore>> {
@@ -154,11 +160,7 @@ impl TrainForward {
                 None => Ok(None),
             }
         };
-        let (a, b) = if concurrent(loss) {
-            rayon::join(|| encoder(&seeds[0]), || encoder(&seeds[1]))
-        } else {
-            (encoder(&seeds[0]), encoder(&seeds[1]))
-        };
+        let (a, b) = both(loss, || encoder(&seeds[0]), || encoder(&seeds[1]));
         for store in [a?, b?].into_iter().flatten() {
             grads.extend(store)?;
         }
