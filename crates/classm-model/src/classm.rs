@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
 use crate::layers::{Kernels, Norm};
-use crate::resnet::{ResNet, ResNetConfig};
+use crate::resnet::{EncoderTape, ResNet, ResNetConfig};
 
 /// Shape of the CLASS-M network.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -83,18 +83,24 @@ impl ClassmNet {
     /// passes concurrently on the CPU. The gradients are the same, bit for bit, as those of
     /// `forward_t(h, e, true)` and one `loss.backward()`.
     pub fn forward_train(&self, h: &Tensor, e: &Tensor) -> Result<TrainForward> {
-        let (fh, fe) = self.encode(h, e, true)?;
+        let (ph, pe) = if self.h.tape_applies(h) && self.e.tape_applies(e) {
+            let (th, te) = both(h, || self.h.forward_taped(h), || self.e.forward_taped(e));
+            (EncoderPass::Tape(th?), EncoderPass::Tape(te?))
+        } else {
+            let (fh, fe) = self.encode(h, e, true)?;
+            (EncoderPass::Graph(fh), EncoderPass::Graph(fe))
+        };
         // The heads start from copies of the features that are leaves of their own graph, so
         // that one backward reaches the features and stops, and each encoder's own backward
         // can then run on its own thread.
         let (vh, ve) = (
-            Var::from_tensor(&fh.detach())?,
-            Var::from_tensor(&fe.detach())?,
+            Var::from_tensor(&ph.features().detach())?,
+            Var::from_tensor(&pe.features().detach())?,
         );
         let out = self.heads(vh.as_tensor(), ve.as_tensor(), true)?;
         Ok(TrainForward {
             out,
-            features: [(fh, vh), (fe, ve)],
+            encoders: [(ph, vh), (pe, ve)],
         })
     }
 
@@ -133,13 +139,44 @@ fn both<A: Send, B: Send>(
     }
 }
 
+/// One encoder's training forward: in candle's graph, or on classm's own tape (CPU kernels).
+#[derive(Debug)]
+enum EncoderPass {
+    Graph(Tensor),
+    Tape(EncoderTape),
+}
+
+/// An encoder's gradients, from either kind of pass.
+enum EncoderGrads {
+    Graph(GradStore),
+    Tape(Vec<(Tensor, Tensor)>),
+}
+
+impl EncoderPass {
+    fn features(&self) -> &Tensor {
+        match self {
+            EncoderPass::Graph(f) => f,
+            EncoderPass::Tape(t) => t.features(),
+        }
+    }
+
+    fn backward(&self, grad: &Tensor) -> Result<EncoderGrads> {
+        Ok(match self {
+            // Σ f·g has gradient g with respect to f exactly (1·g), so the encoder receives
+            // the very values a single backward would have passed it.
+            EncoderPass::Graph(f) => EncoderGrads::Graph((f * grad)?.sum_all()?.backward()?),
+            EncoderPass::Tape(t) => EncoderGrads::Tape(t.backward(grad)?),
+        })
+    }
+}
+
 /// A train-mode forward pass ([`ClassmNet::forward_train`]) awaiting its loss.
 #[derive(Debug)]
 pub struct TrainForward {
     /// Logits and contrastive features, as [`ClassmNet::forward_t`] returns them.
     pub out: ClassmOutput,
-    /// Each encoder's features and the leaf the heads were built on.
-    features: [(Tensor, Var); 2],
+    /// Each encoder's pass and the leaf the heads were built on.
+    encoders: [(EncoderPass, Var); 2],
 }
 
 impl TrainForward {
@@ -149,20 +186,22 @@ impl TrainForward {
     pub fn backward(&self, loss: &Tensor) -> Result<GradStore> {
         let mut grads = loss.backward()?;
         let seeds = self
-            .features
+            .encoders
             .each_ref()
-            .map(|(f, leaf)| grads.remove(leaf.as_tensor()).map(|g| (f, g)));
-        // Σ f·g has gradient g with respect to f exactly (1·g), so each encoder receives
-        // the very values a single backward would have passed it.
-        let encoder = |seed: &Option<(&Tensor, Tensor)>| -> Result<Option<GradStore>> {
-            match seed {
-                Some((f, g)) => Ok(Some((*f * g)?.sum_all()?.backward()?)),
-                None => Ok(None),
-            }
+            .map(|(pass, leaf)| grads.remove(leaf.as_tensor()).map(|g| (pass, g)));
+        let encoder = |seed: &Option<(&EncoderPass, Tensor)>| -> Result<Option<EncoderGrads>> {
+            seed.as_ref().map(|(pass, g)| pass.backward(g)).transpose()
         };
         let (a, b) = both(loss, || encoder(&seeds[0]), || encoder(&seeds[1]));
-        for store in [a?, b?].into_iter().flatten() {
-            grads.extend(store)?;
+        for part in [a?, b?].into_iter().flatten() {
+            match part {
+                EncoderGrads::Graph(store) => grads.extend(store)?,
+                EncoderGrads::Tape(list) => {
+                    for (var, g) in list {
+                        grads.insert(&var, g);
+                    }
+                }
+            }
         }
         Ok(grads)
     }

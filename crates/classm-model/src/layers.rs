@@ -64,6 +64,48 @@ impl Conv {
             Ok(self.inner.forward(x)?)
         }
     }
+
+    /// The forward on a CPU f32 tensor recorded in no graph, and what its backward needs.
+    pub fn forward_taped(&self, x: &Tensor) -> Result<(Tensor, ConvTape)> {
+        let c = self.inner.config();
+        let w = self.inner.weight().clone();
+        let x = x.contiguous()?;
+        let y = cpu::conv::conv2d_untracked(&x, &w, c.stride, c.padding)?;
+        Ok((
+            y,
+            ConvTape {
+                x,
+                w,
+                stride: c.stride,
+                pad: c.padding,
+            },
+        ))
+    }
+}
+
+/// What the backward of an untracked convolution needs.
+#[derive(Debug)]
+pub(crate) struct ConvTape {
+    x: Tensor,
+    w: Tensor,
+    stride: usize,
+    pad: usize,
+}
+
+impl ConvTape {
+    /// The input gradient (when `need_dx`) for output gradient `grad`; the weight's goes to
+    /// `out`.
+    pub fn backward(
+        &self,
+        grad: &Tensor,
+        need_dx: bool,
+        out: &mut Vec<(Tensor, Tensor)>,
+    ) -> Result<Option<Tensor>> {
+        let (dx, dw) =
+            cpu::conv::conv2d_backward(&self.x, &self.w, grad, self.stride, self.pad, need_dx)?;
+        out.push((self.w.clone(), dw));
+        Ok(dx)
+    }
 }
 
 /// BatchNorm with PyTorch's defaults (eps 1e-5, momentum 0.1), affine or not, optionally
@@ -92,6 +134,25 @@ impl Norm {
             let y = self.inner.forward_t(x, train)?;
             return Ok(if relu { y.relu()? } else { y });
         }
+        Ok(self.fast(x, train, relu, true)?.0)
+    }
+
+    /// The training-mode forward on a CPU f32 tensor recorded in no graph, and what its
+    /// backward needs.
+    pub fn forward_taped(&self, x: &Tensor, relu: bool) -> Result<(Tensor, NormTape)> {
+        match self.fast(x, true, relu, false)? {
+            (y, Some(tape)) => Ok((y, tape)),
+            (_, None) => Err(candle_core::Error::Msg("batch-norm: no tape".into()).into()),
+        }
+    }
+
+    fn fast(
+        &self,
+        x: &Tensor,
+        train: bool,
+        relu: bool,
+        tracked: bool,
+    ) -> Result<(Tensor, Option<NormTape>)> {
         let c = x.dim(1)?;
         let (gamma, beta) = match self.inner.weight_and_bias() {
             Some((w, b)) => (w.clone(), b.clone()),
@@ -115,7 +176,12 @@ impl Norm {
             running,
             saved: saved.clone(),
         };
-        let y = x.contiguous()?.apply_op3(&gamma, &beta, op)?;
+        let x = x.contiguous()?;
+        let (y, op) = if tracked {
+            (x.apply_op3(&gamma, &beta, op)?, None)
+        } else {
+            (x.apply_op3_no_bwd(&gamma, &beta, &op)?, Some(op))
+        };
         if train {
             let stats = saved
                 .lock()
@@ -125,7 +191,15 @@ impl Norm {
                 self.update_running(&s.mean, &s.var, x.elem_count() / c)?;
             }
         }
-        Ok(y)
+        let tape = op.map(|op| NormTape {
+            op,
+            x,
+            params: self
+                .inner
+                .weight_and_bias()
+                .map(|(w, b)| (w.clone(), b.clone())),
+        });
+        Ok((y, tape))
     }
 
     /// PyTorch's update: momentum-weighted, with the unbiased batch variance.
@@ -144,6 +218,27 @@ impl Norm {
         };
         blend(self.inner.running_mean(), mean, 1.0)?;
         blend(self.inner.running_var(), var, unbias)
+    }
+}
+
+/// What the backward of an untracked BatchNorm forward needs.
+#[derive(Debug)]
+pub(crate) struct NormTape {
+    op: cpu::norm::BatchNorm,
+    x: Tensor,
+    /// Gamma and beta, when affine.
+    params: Option<(Tensor, Tensor)>,
+}
+
+impl NormTape {
+    /// The input gradient for output gradient `grad`; gamma's and beta's go to `out`.
+    pub fn backward(&self, grad: &Tensor, out: &mut Vec<(Tensor, Tensor)>) -> Result<Tensor> {
+        let (dx, dgamma, dbeta) = self.op.backward(&self.x, grad)?;
+        if let Some((gamma, beta)) = &self.params {
+            out.push((gamma.clone(), dgamma));
+            out.push((beta.clone(), dbeta));
+        }
+        Ok(dx)
     }
 }
 

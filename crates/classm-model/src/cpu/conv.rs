@@ -614,25 +614,38 @@ impl CustomOp2 for Conv2d {
         _res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let need_dx = x.track_op();
-        let packed = x.apply_op3_no_bwd(
-            w,
-            &grad.contiguous()?,
-            &Conv2dBackward {
-                stride: self.stride,
-                pad: self.pad,
-                need_dx,
-            },
-        )?;
-        let nx = if need_dx { x.elem_count() } else { 0 };
-        let dw = packed.narrow(0, nx, w.elem_count())?.reshape(w.shape())?;
-        let dx = if need_dx {
-            Some(packed.narrow(0, 0, nx)?.reshape(x.shape())?)
-        } else {
-            None
-        };
+        let (dx, dw) = conv2d_backward(x, w, grad, self.stride, self.pad, x.track_op())?;
         Ok((dx, Some(dw)))
     }
+}
+
+/// The gradients of `conv2d(x, w)` for output gradient `grad`: the input's (when `need_dx`)
+/// and the weight's.
+pub(crate) fn conv2d_backward(
+    x: &Tensor,
+    w: &Tensor,
+    grad: &Tensor,
+    stride: usize,
+    pad: usize,
+    need_dx: bool,
+) -> Result<(Option<Tensor>, Tensor)> {
+    let packed = x.apply_op3_no_bwd(
+        w,
+        &grad.contiguous()?,
+        &Conv2dBackward {
+            stride,
+            pad,
+            need_dx,
+        },
+    )?;
+    let nx = if need_dx { x.elem_count() } else { 0 };
+    let dw = packed.narrow(0, nx, w.elem_count())?.reshape(w.shape())?;
+    let dx = if need_dx {
+        Some(packed.narrow(0, 0, nx)?.reshape(x.shape())?)
+    } else {
+        None
+    };
+    Ok((dx, dw))
 }
 
 /// The backward on (input, weight, output gradient) → flat `[dx | dw]`.
@@ -675,6 +688,18 @@ impl CustomOp3 for Conv2dBackward {
         let len = out.len();
         Ok((CpuStorage::F32(out), Shape::from(len)))
     }
+}
+
+/// `conv2d(x, w)` on contiguous CPU f32 tensors, recorded in no graph: for a backward that
+/// calls [`conv2d_backward`] itself.
+pub(crate) fn conv2d_untracked(
+    x: &Tensor,
+    w: &Tensor,
+    stride: usize,
+    pad: usize,
+) -> Result<Tensor> {
+    x.contiguous()?
+        .apply_op2_no_bwd(&w.contiguous()?, &Conv2d { stride, pad })
 }
 
 /// `conv2d(x, w)` without bias: the CPU kernel for CPU f32 tensors, candle's op elsewhere.

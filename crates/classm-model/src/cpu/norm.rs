@@ -232,6 +232,15 @@ impl CustomOp3 for BatchNorm {
         _res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (dx, dgamma, dbeta) = self.backward(x, grad)?;
+        Ok((Some(dx), Some(dgamma), Some(dbeta)))
+    }
+}
+
+impl BatchNorm {
+    /// The gradients (input, gamma, beta) of the op's last forward on `x` for output
+    /// gradient `grad`.
+    pub(crate) fn backward(&self, x: &Tensor, grad: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
         let saved = self
             .saved
             .lock()
@@ -250,9 +259,9 @@ impl CustomOp3 for BatchNorm {
         )?;
         let (nx, c) = (x.elem_count(), x.dim(1)?);
         Ok((
-            Some(packed.narrow(0, 0, nx)?.reshape(x.shape())?),
-            Some(packed.narrow(0, nx, c)?),
-            Some(packed.narrow(0, nx + c, c)?),
+            packed.narrow(0, 0, nx)?.reshape(x.shape())?,
+            packed.narrow(0, nx, c)?,
+            packed.narrow(0, nx + c, c)?,
         ))
     }
 }

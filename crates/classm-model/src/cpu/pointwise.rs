@@ -61,7 +61,7 @@ impl CustomOp2 for AddRelu {
         res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let g = res.apply_op2_no_bwd(&grad.contiguous()?, &ReluMask)?;
+        let g = relu_mask(res, grad)?;
         Ok((Some(g.clone()), Some(g)))
     }
 }
@@ -91,4 +91,14 @@ impl CustomOp2 for ReluMask {
 /// `relu(a + b)` for contiguous CPU f32 tensors of one shape.
 pub(crate) fn add_relu(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     a.contiguous()?.apply_op2(&b.contiguous()?, AddRelu)
+}
+
+/// `relu(a + b)` recorded in no graph.
+pub(crate) fn add_relu_untracked(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    a.contiguous()?.apply_op2_no_bwd(&b.contiguous()?, &AddRelu)
+}
+
+/// The gradient of both summands of `relu(a + b)`: `grad` where the output `res` is positive.
+pub(crate) fn relu_mask(res: &Tensor, grad: &Tensor) -> Result<Tensor> {
+    res.apply_op2_no_bwd(&grad.contiguous()?, &ReluMask)
 }

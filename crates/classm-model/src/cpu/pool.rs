@@ -109,11 +109,7 @@ impl CustomOp1 for MaxPool {
     }
 
     fn bwd(&self, x: &Tensor, res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(x.apply_op3_no_bwd(
-            res,
-            &grad.contiguous()?,
-            &MaxPoolBackward,
-        )?))
+        Ok(Some(max_pool_backward(x, res, grad)?))
     }
 }
 
@@ -179,4 +175,14 @@ impl CustomOp3 for MaxPoolBackward {
 /// The pool on a contiguous CPU f32 tensor.
 pub(crate) fn max_pool_3x3_s2(x: &Tensor) -> Result<Tensor> {
     x.contiguous()?.apply_op1(MaxPool)
+}
+
+/// The pool recorded in no graph.
+pub(crate) fn max_pool_3x3_s2_untracked(x: &Tensor) -> Result<Tensor> {
+    x.contiguous()?.apply_op1_no_bwd(&MaxPool)
+}
+
+/// The input gradient of the pool of `x`, whose output was `res`.
+pub(crate) fn max_pool_backward(x: &Tensor, res: &Tensor, grad: &Tensor) -> Result<Tensor> {
+    x.apply_op3_no_bwd(res, &grad.contiguous()?, &MaxPoolBackward)
 }

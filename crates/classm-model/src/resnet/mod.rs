@@ -10,6 +10,10 @@ use crate::error::{ModelError, Result};
 use crate::layers::{Conv, Kernels, Norm, add_relu};
 use crate::pool::{global_avg_pool, max_pool_3x3_s2};
 
+mod tape;
+
+pub(crate) use tape::EncoderTape;
+
 /// Shape of a ResNet encoder.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ResNetConfig {
