@@ -46,7 +46,9 @@ fn plane(l: &Layout) -> Result<(usize, Plane)> {
 /// The larger of an earlier `a` and a later `b`: `a` on ties, and the first NaN.
 #[inline(always)]
 fn first_max(a: f32, b: f32) -> f32 {
-    if b > a || (b.is_nan() && !a.is_nan()) {
+    // Non-short-circuit operators: a select the compiler can vectorise, not a branch that
+    // mispredicts on every other element of a ReLU map.
+    if (b > a) | (b.is_nan() & !a.is_nan()) {
         b
     } else {
         a
@@ -61,13 +63,16 @@ fn row_max(src: &[f32], dst: &mut [f32]) {
     } else {
         src[0]
     };
-    for (o, d) in dst.iter_mut().enumerate().skip(1) {
-        // 2o ≤ n − 1 for every output, so only the window's third element can fall outside.
-        let m = first_max(src[2 * o - 1], src[2 * o]);
-        *d = match src.get(2 * o + 1) {
-            Some(&v) => first_max(m, v),
-            None => m,
-        };
+    // Outputs 1..=full have all three window elements 2o − 1, 2o, 2o + 1 inside the row; 2o ≤
+    // n − 1 for every output, so only the last one's third element can fall outside.
+    let full = n.saturating_sub(2) / 2;
+    let s = &src[..(2 * full + 2).min(n)];
+    for (k, d) in dst[1..=full].iter_mut().enumerate() {
+        let i = 2 * k + 1;
+        *d = first_max(first_max(s[i], s[i + 1]), s[i + 2]);
+    }
+    for (o, d) in dst.iter_mut().enumerate().skip(full + 1) {
+        *d = first_max(src[2 * o - 1], src[2 * o]);
     }
 }
 
@@ -113,12 +118,42 @@ impl CustomOp1 for MaxPool {
     }
 }
 
-/// Flat index within the plane of the first element of output (oy, ox)'s window that equals
-/// its maximum `m` (or is NaN: a window holding a NaN has the first NaN as its maximum).
-fn first_at_max(src: &[f32], p: &Plane, oy: usize, ox: usize, m: f32) -> Option<usize> {
-    Plane::window(oy, p.h)
-        .flat_map(|y| Plane::window(ox, p.w).map(move |x| y * p.w + x))
-        .find(|&i| src[i] == m || src[i].is_nan())
+/// Flat index within the plane of the first element of output (oy, ox)'s window (rows `ys`)
+/// that equals its maximum `m` (or is NaN: a window holding a NaN has the first NaN as its
+/// maximum); `usize::MAX` when there is none.
+fn first_at_max(src: &[f32], p: &Plane, ys: std::ops::Range<usize>, ox: usize, m: f32) -> usize {
+    // The whole window, last element first, with selects rather than an early exit: which
+    // element holds the maximum is data, and a branch on it mispredicts.
+    let xs = Plane::window(ox, p.w);
+    let mut at = usize::MAX;
+    for y in ys.rev() {
+        let row = &src[y * p.w..(y + 1) * p.w];
+        for x in xs.clone().rev() {
+            let v = row[x];
+            at = if (v == m) | v.is_nan() {
+                y * p.w + x
+            } else {
+                at
+            };
+        }
+    }
+    at
+}
+
+/// [`first_at_max`] for a whole 3×3 window whose top-left element is (y0, x0): a fixed
+/// shape the compiler unrolls.
+#[inline(always)]
+fn first_at_max3(src: &[f32], w: usize, y0: usize, x0: usize, m: f32) -> usize {
+    let mut at = usize::MAX;
+    for dy in (0..3).rev() {
+        let base = (y0 + dy) * w + x0;
+        let row = &src[base..base + 3];
+        for dx in (0..3).rev() {
+            let v = row[dx];
+            at = if (v == m) | v.is_nan() { base + dx } else { at };
+        }
+    }
+    at
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -158,12 +193,19 @@ impl CustomOp3 for MaxPoolBackward {
                 let src = &x[i * p.h * p.w..(i + 1) * p.h * p.w];
                 let (m, g) = (&y[i * per..(i + 1) * per], &dy[i * per..(i + 1) * per]);
                 for oy in 0..p.ho {
+                    let ys = Plane::window(oy, p.h);
                     for ox in 0..p.wo {
                         let k = oy * p.wo + ox;
-                        let Some(at) = first_at_max(src, &p, oy, ox, m[k]) else {
+                        let xs = Plane::window(ox, p.w);
+                        let at = if ys.len() == 3 && xs.len() == 3 {
+                            first_at_max3(src, p.w, ys.start, xs.start, m[k])
+                        } else {
+                            first_at_max(src, &p, ys.clone(), ox, m[k])
+                        };
+                        let Some(d) = d.get_mut(at) else {
                             bail!("max-pool backward: output {k} of plane {i} is not its window's maximum")
                         };
-                        d[at] += g[k];
+                        *d += g[k];
                     }
                 }
                 Ok(())
