@@ -40,6 +40,13 @@ const DW_BLOCK: usize = 1 << 17;
 /// short products than they gain from cache.
 const MIN_BLOCK_POSITIONS: usize = 128;
 
+/// f32 lanes of the gemm's widest vectors (AVX-512), the granularity of its row tails.
+const LANES: usize = 16;
+
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 { a } else { gcd(b, a % b) }
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Geom {
     n: usize,
@@ -92,13 +99,19 @@ impl Geom {
 
     /// Units of `unit` im2col columns per block of about `budget` im2col floats, at least
     /// [`MIN_BLOCK_POSITIONS`] columns and at most all `units`, evened out over the blocks so
-    /// that the last one is not a sliver.
+    /// that the last one is not a sliver, then rounded up to a whole number of [`LANES`]
+    /// columns when that fits in `units`.
     fn block_units(&self, budget: usize, unit: usize, units: usize) -> usize {
         let (unit, units) = (unit.max(1), units.max(1));
         let per = (budget / (self.ckk() * unit).max(1))
             .max(MIN_BLOCK_POSITIONS.div_ceil(unit))
             .clamp(1, units);
-        units.div_ceil(units.div_ceil(per))
+        let per = units.div_ceil(units.div_ceil(per));
+        // Whole vectors of positions where the units allow: a block of 72 positions leaves the
+        // gemm a tail of 8 rows, which its narrowest kernel runs at half its lanes (96-px
+        // inputs: 12 × 12 maps in blocks of 6 rows, 3 × 3 maps in blocks of 8 images).
+        let round = per.next_multiple_of(LANES / gcd(unit, LANES));
+        if round <= units { round } else { per }
     }
 
     /// Output rows per block of one image's im2col (maps of [`PER_IMAGE`] positions or more).
