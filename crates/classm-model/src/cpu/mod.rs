@@ -31,6 +31,16 @@ fn values<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> Result<&'a [f32]> {
     }
 }
 
+/// Runs `f` compiled for the widest vector extension of this CPU (AVX-512, AVX2 + FMA, ...),
+/// chosen at run time. The build targets baseline x86-64, whose SSE2 holds 4 f32 or 2 f64 per
+/// register; the elementwise kernels' loops (BatchNorm's f64 sums above all) vectorise 4× wider
+/// on AVX-512. `f` and what it calls must be inlined into it (`#[inline(always)]`) to be
+/// compiled that way.
+#[inline(always)]
+pub(crate) fn wide<R>(f: impl FnOnce() -> R) -> R {
+    pulp::Arch::new().dispatch(f)
+}
+
 /// Whether the fast kernels apply: a CPU f32 tensor.
 pub(crate) fn applies(x: &Tensor) -> bool {
     x.device().is_cpu() && x.dtype() == candle_core::DType::F32

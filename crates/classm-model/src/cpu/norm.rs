@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor, bail};
 use rayon::prelude::*;
 
-use super::values;
+use super::{values, wide};
 
 /// Rows shorter than this are grouped so a rayon task does some work.
 const MIN_TASK: usize = 4096;
@@ -63,16 +63,25 @@ fn per_channel(
     (0..d.c)
         .into_par_iter()
         .map(|c| {
-            (0..d.n).fold([0.0; 2], |acc, n| {
-                let off = (n * d.c + c) * d.s;
-                let [a, b] = f(c, &x[off..off + d.s], off);
-                [acc[0] + a, acc[1] + b]
-            })
+            wide(
+                #[inline(always)]
+                || {
+                    // A plain loop: `Iterator::fold` may stay a call, compiled for baseline.
+                    let mut acc = [0.0; 2];
+                    for n in 0..d.n {
+                        let off = (n * d.c + c) * d.s;
+                        let [a, b] = f(c, &x[off..off + d.s], off);
+                        acc = [acc[0] + a, acc[1] + b];
+                    }
+                    acc
+                },
+            )
         })
         .collect()
 }
 
 /// Σx and Σx² of a row, over eight f64 lanes: vectorisable, the same order on every run.
+#[inline(always)]
 fn moments(r: &[f32]) -> [f64; 2] {
     let chunks = r.chunks_exact(8);
     let tail = chunks.remainder();
@@ -111,6 +120,7 @@ impl Channel {
     }
 
     /// Σ dy' and Σ dy'·x̂ over a row, eight f64 lanes.
+    #[inline(always)]
     fn grad_sums(&self, relu: bool, r: &[f32], g: &[f32]) -> [f64; 2] {
         let (rc, gc) = (r.chunks_exact(8), g.chunks_exact(8));
         let (rt, gt) = (rc.remainder(), gc.remainder());
@@ -137,7 +147,12 @@ fn per_row(out: &mut [f32], d: &Dims, f: impl Fn(usize, usize, &mut [f32]) + Syn
     out.par_chunks_mut(d.s.max(1))
         .with_min_len(rows_min_len(d.s))
         .enumerate()
-        .for_each(|(row, o)| f(row % d.c, row * d.s, o));
+        .for_each(|(row, o)| {
+            wide(
+                #[inline(always)]
+                || f(row % d.c, row * d.s, o),
+            )
+        });
 }
 
 fn rows_min_len(s: usize) -> usize {
@@ -162,7 +177,12 @@ impl BatchNorm {
         }
         // Σx and Σx² in f64: squares of f32 values are exact there, so E[x²] − mean² keeps
         // ample digits for activations far from zero mean.
-        let sums = per_channel(x, d, |_, r, _| moments(r));
+        let sums = per_channel(
+            x,
+            d,
+            #[inline(always)]
+            |_, r, _| moments(r),
+        );
         let (mut mean, mut var) = (Vec::with_capacity(d.c), Vec::with_capacity(d.c));
         for [sx, sxx] in sums {
             let m = sx / count;
@@ -202,13 +222,18 @@ impl CustomOp3 for BatchNorm {
         let shift: Vec<f32> = (0..d.c).map(|c| beta[c] - mean[c] * scale[c]).collect();
         let mut y = vec![0f32; x.len()];
         let relu = self.relu;
-        per_row(&mut y, &d, |c, off, out| {
-            let (a, b) = (scale[c], shift[c]);
-            for (o, &v) in out.iter_mut().zip(&x[off..off + d.s]) {
-                let z = v * a + b;
-                *o = if relu { z.max(0.0) } else { z };
-            }
-        });
+        per_row(
+            &mut y,
+            &d,
+            #[inline(always)]
+            |c, off, out| {
+                let (a, b) = (scale[c], shift[c]);
+                for (o, &v) in out.iter_mut().zip(&x[off..off + d.s]) {
+                    let z = v * a + b;
+                    *o = if relu { z.max(0.0) } else { z };
+                }
+            },
+        );
         let saved = Saved {
             mean,
             var,
@@ -309,28 +334,36 @@ impl CustomOp2 for BatchNormBackward {
             shift: shift[c],
         };
         let relu = self.relu;
-        let sums = per_channel(x, &d, |c, r, off| {
-            ch(c).grad_sums(relu, r, &dy[off..off + r.len()])
-        });
+        let sums = per_channel(
+            x,
+            &d,
+            #[inline(always)]
+            |c, r, off| ch(c).grad_sums(relu, r, &dy[off..off + r.len()]),
+        );
         let (dbeta, dgamma): (Vec<f64>, Vec<f64>) = sums.into_iter().map(|[b, g]| (b, g)).unzip();
         let count = (d.n * d.s) as f64;
         let mut out = vec![0f32; x.len() + 2 * d.c];
         let (dx, rest) = out.split_at_mut(x.len());
         let train = self.train;
-        per_row(dx, &d, |c, off, o| {
-            let k = ch(c);
-            let (r, g) = (&x[off..off + d.s], &dy[off..off + d.s]);
-            // dx = scale·(dy' − mean(dy') − x̂·mean(dy'·x̂)) in training, scale·dy' in eval.
-            let (mb, mg) = if train {
-                ((dbeta[c] / count) as f32, (dgamma[c] / count) as f32)
-            } else {
-                (0.0, 0.0)
-            };
-            for ((o, &v), &gv) in o.iter_mut().zip(r).zip(g) {
-                let t = k.live(relu, v, gv);
-                *o = k.scale * (t - mb - (v - k.mean) * k.invstd * mg);
-            }
-        });
+        per_row(
+            dx,
+            &d,
+            #[inline(always)]
+            |c, off, o| {
+                let k = ch(c);
+                let (r, g) = (&x[off..off + d.s], &dy[off..off + d.s]);
+                // dx = scale·(dy' − mean(dy') − x̂·mean(dy'·x̂)) in training, scale·dy' in eval.
+                let (mb, mg) = if train {
+                    ((dbeta[c] / count) as f32, (dgamma[c] / count) as f32)
+                } else {
+                    (0.0, 0.0)
+                };
+                for ((o, &v), &gv) in o.iter_mut().zip(r).zip(g) {
+                    let t = k.live(relu, v, gv);
+                    *o = k.scale * (t - mb - (v - k.mean) * k.invstd * mg);
+                }
+            },
+        );
         for c in 0..d.c {
             rest[c] = dgamma[c] as f32;
             rest[d.c + c] = dbeta[c] as f32;

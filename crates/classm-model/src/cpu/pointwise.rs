@@ -4,7 +4,7 @@
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor, bail};
 use rayon::prelude::*;
 
-use super::values;
+use super::{values, wide};
 
 const CHUNK: usize = 1 << 14;
 
@@ -30,9 +30,14 @@ fn map2(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32> {
     out.par_chunks_mut(CHUNK)
         .zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK)))
         .for_each(|(o, (a, b))| {
-            for ((o, &x), &y) in o.iter_mut().zip(a).zip(b) {
-                *o = f(x, y);
-            }
+            wide(
+                #[inline(always)]
+                || {
+                    for ((o, &x), &y) in o.iter_mut().zip(a).zip(b) {
+                        *o = f(x, y);
+                    }
+                },
+            )
         });
     out
 }
@@ -50,7 +55,12 @@ impl CustomOp2 for AddRelu {
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let (a, b) = pair(s1, l1, s2, l2, "add-relu")?;
-        let out = map2(a, b, |x, y| (x + y).max(0.0));
+        let out = map2(
+            a,
+            b,
+            #[inline(always)]
+            |x, y| (x + y).max(0.0),
+        );
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
 
@@ -83,7 +93,12 @@ impl CustomOp2 for ReluMask {
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let (y, g) = pair(s1, l1, s2, l2, "relu backward")?;
-        let out = map2(y, g, |y, g| if y > 0.0 { g } else { 0.0 });
+        let out = map2(
+            y,
+            g,
+            #[inline(always)]
+            |y, g| if y > 0.0 { g } else { 0.0 },
+        );
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
 }

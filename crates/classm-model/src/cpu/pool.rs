@@ -9,7 +9,7 @@
 use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Result, Shape, Tensor, bail};
 use rayon::prelude::*;
 
-use super::values;
+use super::{values, wide};
 
 struct Plane {
     h: usize,
@@ -56,6 +56,7 @@ fn first_max(a: f32, b: f32) -> f32 {
 }
 
 /// One row's maxima over windows of 3 at stride 2 with one element of padding.
+#[inline(always)]
 fn row_max(src: &[f32], dst: &mut [f32]) {
     let n = src.len();
     dst[0] = if n > 1 {
@@ -78,6 +79,7 @@ fn row_max(src: &[f32], dst: &mut [f32]) {
 
 /// One plane's pool: row maxima of every input row into `rows` (h × wo), then the maxima of
 /// each output's 2 or 3 rows, earlier rows first.
+#[inline(always)]
 fn pool_plane(src: &[f32], p: &Plane, rows: &mut [f32], out: &mut [f32]) {
     for (s, r) in src.chunks_exact(p.w).zip(rows.chunks_exact_mut(p.wo)) {
         row_max(s, r);
@@ -107,7 +109,12 @@ impl CustomOp1 for MaxPool {
         let mut out = vec![0f32; planes * p.ho * p.wo];
         out.par_chunks_mut(p.ho * p.wo).enumerate().for_each_init(
             || vec![0f32; p.h * p.wo],
-            |rows, (i, o)| pool_plane(&x[i * p.h * p.w..(i + 1) * p.h * p.w], &p, rows, o),
+            |rows, (i, o)| {
+                wide(
+                    #[inline(always)]
+                    || pool_plane(&x[i * p.h * p.w..(i + 1) * p.h * p.w], &p, rows, o),
+                )
+            },
         );
         let d = l.dims();
         Ok((CpuStorage::F32(out), Shape::from((d[0], d[1], p.ho, p.wo))))
@@ -121,6 +128,7 @@ impl CustomOp1 for MaxPool {
 /// Flat index within the plane of the first element of output (oy, ox)'s window (rows `ys`)
 /// that equals its maximum `m` (or is NaN: a window holding a NaN has the first NaN as its
 /// maximum); `usize::MAX` when there is none.
+#[inline(always)]
 fn first_at_max(src: &[f32], p: &Plane, ys: std::ops::Range<usize>, ox: usize, m: f32) -> usize {
     // The whole window, last element first, with selects rather than an early exit: which
     // element holds the maximum is data, and a branch on it mispredicts.
