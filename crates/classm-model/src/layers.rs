@@ -21,7 +21,8 @@ pub enum Kernels {
 }
 
 impl Kernels {
-    fn fast(self, x: &Tensor) -> bool {
+    /// Whether classm's CPU kernels run on `x`.
+    pub(crate) fn fast(self, x: &Tensor) -> bool {
         self == Kernels::Auto && cpu::applies(x)
     }
 }
@@ -134,25 +135,38 @@ impl Norm {
             let y = self.inner.forward_t(x, train)?;
             return Ok(if relu { y.relu()? } else { y });
         }
-        Ok(self.fast(x, train, relu, true)?.0)
+        let x = x.contiguous()?;
+        let (gamma, beta, op) = self.op(&x, train, relu)?;
+        let saved = op.saved.clone();
+        let y = x.apply_op3(&gamma, &beta, op)?;
+        if train {
+            self.record(&saved, &x)?;
+        }
+        Ok(y)
     }
 
     /// The training-mode forward on a CPU f32 tensor recorded in no graph, and what its
     /// backward needs.
     pub fn forward_taped(&self, x: &Tensor, relu: bool) -> Result<(Tensor, NormTape)> {
-        match self.fast(x, true, relu, false)? {
-            (y, Some(tape)) => Ok((y, tape)),
-            (_, None) => Err(candle_core::Error::Msg("batch-norm: no tape".into()).into()),
-        }
+        let x = x.contiguous()?;
+        let (gamma, beta, op) = self.op(&x, true, relu)?;
+        let y = x.apply_op3_no_bwd(&gamma, &beta, &op)?;
+        self.record(&op.saved, &x)?;
+        let params = self
+            .inner
+            .weight_and_bias()
+            .map(|(w, b)| (w.clone(), b.clone()));
+        Ok((y, NormTape { op, x, params }))
     }
 
-    fn fast(
+    /// Gamma and beta (ones and zeros when not affine) and the kernel op for `x`: batch
+    /// statistics when `train`, else the running ones.
+    fn op(
         &self,
         x: &Tensor,
         train: bool,
         relu: bool,
-        tracked: bool,
-    ) -> Result<(Tensor, Option<NormTape>)> {
+    ) -> Result<(Tensor, Tensor, cpu::norm::BatchNorm)> {
         let c = x.dim(1)?;
         let (gamma, beta) = match self.inner.weight_and_bias() {
             Some((w, b)) => (w.clone(), b.clone()),
@@ -169,37 +183,26 @@ impl Norm {
                 self.inner.running_var().to_vec1::<f32>()?,
             ))
         };
-        let saved = Arc::new(Mutex::new(None));
         let op = cpu::norm::BatchNorm {
             eps: self.inner.eps(),
             relu,
             running,
-            saved: saved.clone(),
+            saved: Arc::new(Mutex::new(None)),
         };
-        let x = x.contiguous()?;
-        let (y, op) = if tracked {
-            (x.apply_op3(&gamma, &beta, op)?, None)
-        } else {
-            (x.apply_op3_no_bwd(&gamma, &beta, &op)?, Some(op))
-        };
-        if train {
-            let stats = saved
-                .lock()
-                .map_err(|_| candle_core::Error::Msg("batch-norm state poisoned".into()))?
-                .clone();
-            if let Some(s) = stats {
-                self.update_running(&s.mean, &s.var, x.elem_count() / c)?;
-            }
+        Ok((gamma, beta, op))
+    }
+
+    /// Updates the running statistics from the batch statistics a training forward on `x`
+    /// saved.
+    fn record(&self, saved: &Mutex<Option<cpu::norm::Saved>>, x: &Tensor) -> Result<()> {
+        let stats = saved
+            .lock()
+            .map_err(|_| candle_core::Error::Msg("batch-norm state poisoned".into()))?
+            .clone();
+        if let Some(s) = stats {
+            self.update_running(&s.mean, &s.var, x.elem_count() / x.dim(1)?)?;
         }
-        let tape = op.map(|op| NormTape {
-            op,
-            x,
-            params: self
-                .inner
-                .weight_and_bias()
-                .map(|(w, b)| (w.clone(), b.clone())),
-        });
-        Ok((y, tape))
+        Ok(())
     }
 
     /// PyTorch's update: momentum-weighted, with the unbiased batch variance.

@@ -47,9 +47,7 @@ impl ResNet {
     /// classm's CPU kernels apply, and `x` is either a variable or outside any graph (the
     /// tape's backward cannot hand a gradient on to the ops that made `x`).
     pub(crate) fn tape_applies(&self, x: &Tensor) -> bool {
-        self.kernels == crate::layers::Kernels::Auto
-            && cpu::applies(x)
-            && (x.is_variable() || !x.track_op())
+        self.kernels.fast(x) && (x.is_variable() || !x.track_op())
     }
 
     /// The training-mode forward of [`ModuleT::forward_t`](candle_core::ModuleT), updating
