@@ -244,16 +244,19 @@ fn im2col(g: &Geom, x: &[f32], n0: usize, b: usize, col: &mut [f32], parallel: b
     let table = g.narrow().then(|| g.gather_table(0..g.ho));
     let row = |(r, row): (usize, &mut [f32])| {
         let (c, t) = (r / taps.len(), r % taps.len());
-        for (i, dst) in row.chunks_exact_mut(p).enumerate() {
-            let src = g.plane(x, n0 + i, c);
-            match &table {
-                Some(table) => wide(
-                    #[inline(always)]
-                    || gather_plane(src, &table[t * p..][..p], dst),
-                ),
-                None => im2col_row(g, src, &taps[t], 0..g.ho, dst),
-            }
-        }
+        // One dispatch per im2col row: a small map's plane is as few as 4 values.
+        wide(
+            #[inline(always)]
+            || {
+                for (i, dst) in row.chunks_exact_mut(p).enumerate() {
+                    let src = g.plane(x, n0 + i, c);
+                    match &table {
+                        Some(table) => gather_plane(src, &table[t * p..][..p], dst),
+                        None => im2col_row(g, src, &taps[t], 0..g.ho, dst),
+                    }
+                }
+            },
+        )
     };
     let col = &mut col[..g.ckk() * l];
     if parallel {

@@ -38,7 +38,9 @@ fn values<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> Result<&'a [f32]> {
 /// compiled that way.
 #[inline(always)]
 pub(crate) fn wide<R>(f: impl FnOnce() -> R) -> R {
-    pulp::Arch::new().dispatch(f)
+    // Detected once: `Arch::new` tests a dozen CPU features, as much as some calls' work.
+    static ARCH: std::sync::LazyLock<pulp::Arch> = std::sync::LazyLock::new(pulp::Arch::new);
+    ARCH.dispatch(f)
 }
 
 /// Whether the fast kernels apply: a CPU f32 tensor.
