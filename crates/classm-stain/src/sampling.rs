@@ -184,10 +184,40 @@ fn splitmix(mut z: u64) -> u64 {
 pub(crate) trait Sink {
     fn pixel(&mut self, r: u8, g: u8, b: u8);
 
+    /// Every pixel of `px` (RGB, at most [`CHUNK`] pixels) through the artefact rule (dark:
+    /// brightest channel ≤ `dark`; saturated: a zero channel, when `sat`) and then `pixel`,
+    /// returning the (dark, saturated) counts. A sink may override it with a loop over
+    /// vectors of pixels; it runs compiled for the CPU's widest vectors ([`wide`]).
+    #[inline(always)]
+    fn chunk(&mut self, px: &[u8], dark: i16, sat: bool) -> (u64, u64) {
+        let (mut n_dark, mut n_sat) = (0u64, 0u64);
+        for p in px.chunks_exact(3) {
+            let (r, g, b) = (p[0], p[1], p[2]);
+            if i16::from(r.max(g).max(b)) <= dark {
+                n_dark += 1;
+            } else if sat && r.min(g).min(b) == 0 {
+                n_sat += 1;
+            } else {
+                self.pixel(r, g, b);
+            }
+        }
+        (n_dark, n_sat)
+    }
+
     /// Called at least every [`CHUNK`] pixels handed to `pixel`, and at the end: the place
     /// for work that must not sit in the per-pixel loop (a call there would pin the sink's
     /// counters to memory).
     fn end_chunk(&mut self) {}
+}
+
+/// Runs `f` compiled for the widest vector extension of this CPU (AVX-512, AVX2, ...), chosen
+/// at run time; the build itself targets baseline x86-64. `f` and what it calls must be
+/// inlined into it (`#[inline(always)]`) to be compiled that way.
+#[inline(always)]
+pub(crate) fn wide<R>(f: impl FnOnce() -> R) -> R {
+    // Detected once: `Arch::new` tests a dozen CPU features.
+    static ARCH: std::sync::LazyLock<pulp::Arch> = std::sync::LazyLock::new(pulp::Arch::new);
+    ARCH.dispatch(f)
 }
 
 /// Most pixels `walk` hands to a sink between two `end_chunk` calls.
@@ -213,21 +243,19 @@ pub(crate) fn walk<S: Sink>(
     let sat = art.saturated;
     if sampling == Sampling::All && tile.mask.is_none() {
         let (mut n_dark, mut n_sat) = (0u64, 0u64);
-        for y in 0..img.height() {
-            for chunk in img.row(y).chunks(3 * CHUNK) {
-                for p in chunk.chunks_exact(3) {
-                    let (r, g, b) = (p[0], p[1], p[2]);
-                    if i16::from(r.max(g).max(b)) <= dark {
-                        n_dark += 1;
-                    } else if sat && r.min(g).min(b) == 0 {
-                        n_sat += 1;
-                    } else {
-                        sink.pixel(r, g, b);
+        wide(
+            #[inline(always)]
+            || {
+                for y in 0..img.height() {
+                    for chunk in img.row(y).chunks(3 * CHUNK) {
+                        let (d, s) = sink.chunk(chunk, dark, sat);
+                        n_dark += d;
+                        n_sat += s;
+                        sink.end_chunk();
                     }
                 }
-                sink.end_chunk();
-            }
-        }
+            },
+        );
         seen.sampled += img.pixels() as u64;
         seen.dark += n_dark;
         seen.saturated += n_sat;

@@ -109,12 +109,92 @@ impl Sink for MomentSink<'_> {
         self.pending += u32::from(take);
     }
 
+    /// Pixels in [`LANES`] lanes, each lane summing its own pixels: the sums are exact
+    /// integers, so they equal the one-by-one sums whatever the order, and the lanes'
+    /// arithmetic vectorises.
+    #[inline(always)]
+    fn chunk(&mut self, px: &[u8], dark: i16, sat: bool) -> (u64, u64) {
+        let blocks = px.chunks_exact(3 * LANES);
+        let rest = blocks.remainder();
+        let lut = self.lut;
+        let (all_channels, pca_tissue, pca_all) =
+            (self.all_channels, self.pca_tissue, self.pca_all);
+        let (beta, beta2) = (self.beta, self.beta2);
+        let mut acc = [[0f64; LANES]; 9];
+        let mut counts = [[0u32; LANES]; 4];
+        for block in blocks {
+            let mut q = [[0f64; LANES]; 3];
+            let mut ok = [false; LANES];
+            let mut tissue = [false; LANES];
+            for l in 0..LANES {
+                let (r, g, b) = (block[3 * l], block[3 * l + 1], block[3 * l + 2]);
+                let is_dark = i16::from(r.max(g).max(b)) <= dark;
+                let is_sat = !is_dark & sat & (r.min(g).min(b) == 0);
+                ok[l] = !is_dark & !is_sat;
+                counts[0][l] += u32::from(is_dark);
+                counts[1][l] += u32::from(is_sat);
+                tissue[l] = if all_channels {
+                    lut.min_channel(r, g, b) >= beta
+                } else {
+                    lut.norm_sq(r, g, b) >= beta2
+                };
+                q[0][l] = lut.fixed[0][r as usize];
+                q[1][l] = lut.fixed[1][g as usize];
+                q[2][l] = lut.fixed[2][b as usize];
+            }
+            for l in 0..LANES {
+                let is_tissue = ok[l] & tissue[l];
+                let take = ok[l]
+                    & if pca_tissue {
+                        is_tissue
+                    } else {
+                        pca_all | (q[0][l] != 0.0) | (q[1][l] != 0.0) | (q[2][l] != 0.0)
+                    };
+                counts[2][l] += u32::from(is_tissue);
+                counts[3][l] += u32::from(take);
+                let t = f64::from(u8::from(take));
+                let (r, g, b) = (q[0][l] * t, q[1][l] * t, q[2][l] * t);
+                acc[0][l] += r;
+                acc[1][l] += g;
+                acc[2][l] += b;
+                acc[3][l] += r * r;
+                acc[4][l] += r * g;
+                acc[5][l] += r * b;
+                acc[6][l] += g * g;
+                acc[7][l] += g * b;
+                acc[8][l] += b * b;
+            }
+        }
+        for (p, lanes) in self.p.iter_mut().zip(&acc) {
+            // Integers below 2^52 in every order (`FLUSH`): exact.
+            *p += lanes.iter().sum::<f64>();
+        }
+        let total = |c: &[u32; LANES]| c.iter().map(|&v| u64::from(v)).sum::<u64>();
+        self.tissue += total(&counts[2]);
+        self.pending += counts[3].iter().sum::<u32>();
+        let (mut n_dark, mut n_sat) = (total(&counts[0]), total(&counts[1]));
+        for p in rest.chunks_exact(3) {
+            let (r, g, b) = (p[0], p[1], p[2]);
+            if i16::from(r.max(g).max(b)) <= dark {
+                n_dark += 1;
+            } else if sat && r.min(g).min(b) == 0 {
+                n_sat += 1;
+            } else {
+                self.pixel(r, g, b);
+            }
+        }
+        (n_dark, n_sat)
+    }
+
     fn end_chunk(&mut self) {
         if self.pending > 0 {
             self.flush();
         }
     }
 }
+
+/// Pixels per vector block of the all-pixel loops: one AVX-512 register of f32, two of f64.
+const LANES: usize = 16;
 
 pub(super) struct AngleSink<'a> {
     pub(super) lut: &'a OdLut,

@@ -270,3 +270,48 @@ fn passes_must_come_in_order() {
         estimate(img.view(), &m).expect("whole")
     );
 }
+
+#[test]
+fn the_vector_loops_of_the_all_pixel_path_give_the_per_pixel_loops_bits() {
+    // The unmasked all-pixel path runs passes over vectors of 16 pixels; a mask sends every
+    // pixel through the one-pixel loop. An all-ones mask must therefore change nothing.
+    let img = Img::open(&crate::support::fixtures().join("stain/torchstain__source.png"));
+    // A width that leaves a remainder after the 16-pixel blocks, and artefacts of each kind.
+    let (w, h) = (img.width - 5, img.height);
+    let mut data = Vec::with_capacity(w * h * 3);
+    for y in 0..h {
+        data.extend_from_slice(&img.data[y * img.width * 3..][..w * 3]);
+    }
+    for (i, p) in data.chunks_exact_mut(3).enumerate() {
+        match i % 997 {
+            0 => p.copy_from_slice(&[4, 9, 2]),
+            1 => p.copy_from_slice(&[200, 0, 120]),
+            2 => p.copy_from_slice(&[255, 255, 255]),
+            _ => {}
+        }
+    }
+    let view = classm_stain::RgbView::new(w, h, &data).expect("view");
+    let ones = vec![1u8; w * h];
+    let mask = classm_stain::MaskView::new(w, h, &ones).expect("mask");
+    let conventions = [
+        Convention::classm(),
+        Convention::macenko2009(),
+        Convention::classm().with_estimated_i0(),
+    ];
+    let artefacts = [
+        classm_stain::Artefacts::default(),
+        classm_stain::Artefacts {
+            dark_max: Some(20),
+            saturated: true,
+        },
+    ];
+    for conv in conventions {
+        for art in artefacts {
+            let o = EstimateOptions::new(conv.clone()).with_artefacts(art);
+            let plain = estimate(view, &o).expect("unmasked");
+            let masked = classm_stain::estimate_masked(view, mask, &o).expect("masked");
+            assert_eq!(plain, masked, "{conv:?} {art:?}");
+            assert!(plain.diagnostics.excluded_dark > 0);
+        }
+    }
+}
