@@ -57,6 +57,27 @@ impl OdLut {
     }
 }
 
+/// Two weighted tables side by side, `t[c][v] = [a·od, b·od]`: a pixel's two dot products
+/// from three loads instead of six.
+pub(crate) type PairTable = [[[f32; 2]; 256]; 3];
+
+impl OdLut {
+    /// [`weighted`](Self::weighted) for `a` and `b`, interleaved (the same values).
+    pub fn weighted_pair(&self, a: [f64; 3], b: [f64; 3]) -> PairTable {
+        let (ta, tb) = (self.weighted(a), self.weighted(b));
+        std::array::from_fn(|c| std::array::from_fn(|v| [ta[c][v], tb[c][v]]))
+    }
+}
+
+/// Both dot products of a [`PairTable`], each summed in [`dot3`]'s order (the same bits).
+#[inline(always)]
+pub(crate) fn dot3_pair(t: &PairTable, r: u8, g: u8, b: u8) -> (f32, f32) {
+    let [ar, br] = t[0][r as usize];
+    let [ag, bg] = t[1][g as usize];
+    let [ab, bb] = t[2][b as usize];
+    (ar + ag + ab, br + bg + bb)
+}
+
 /// `t[0][r] + t[1][g] + t[2][b]`.
 #[inline(always)]
 pub(crate) fn dot3<T: Copy + std::ops::Add<Output = T>>(

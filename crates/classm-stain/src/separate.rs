@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use crate::convention::Convention;
 use crate::error::{Result, StainError};
 use crate::estimate::{StainEstimate, StainMatrix};
-use crate::od::{OdLut, dot3};
+use crate::od::{OdLut, PairTable, dot3, dot3_pair};
 use crate::view::RgbView;
 
 /// What [`Separator::separate`] produces per pixel.
@@ -49,8 +49,10 @@ pub struct Separator {
     matrix: StainMatrix,
     max_conc: [f64; 2],
     ln_base: f32,
-    conc: [[[f32; 256]; 3]; 2],
-    model: [[[f32; 256]; 3]; 2],
+    /// (H, E) concentrations per channel value.
+    conc: PairTable,
+    /// (H, E) model inputs before the clip, per channel value.
+    model: PairTable,
 }
 
 fn check_len(expected: usize, actual: usize) -> Result<()> {
@@ -94,11 +96,8 @@ impl Separator {
             matrix,
             max_conc,
             ln_base: convention.log_base.value().ln() as f32,
-            conc: [lut.weighted(pinv[0]), lut.weighted(pinv[1])],
-            model: [
-                lut.weighted(scaled(pinv[0], max_conc[0])),
-                lut.weighted(scaled(pinv[1], max_conc[1])),
-            ],
+            conc: lut.weighted_pair(pinv[0], pinv[1]),
+            model: lut.weighted_pair(scaled(pinv[0], max_conc[0]), scaled(pinv[1], max_conc[1])),
         })
     }
 
@@ -128,7 +127,7 @@ impl Separator {
             return Ok(());
         }
         let w = image.width();
-        let [th, te] = match output {
+        let t = match output {
             Output::Concentrations => &self.conc,
             Output::ModelInput => &self.model,
         };
@@ -140,7 +139,7 @@ impl Separator {
                 let row = image.row(y);
                 for ((p, ho), eo) in row.chunks_exact(3).zip(hr.iter_mut()).zip(er.iter_mut()) {
                     let (r, g, b) = (p[0], p[1], p[2]);
-                    let (vh, ve) = (dot3(th, r, g, b), dot3(te, r, g, b));
+                    let (vh, ve) = dot3_pair(t, r, g, b);
                     if clip {
                         *ho = vh.clamp(0.0, 1.0);
                         *eo = ve.clamp(0.0, 1.0);
@@ -177,10 +176,12 @@ impl Separator {
         if n == 0 {
             return Ok(());
         }
-        let (t, v) = match stain {
-            Stain::H => (&self.conc[0], self.matrix.h),
-            Stain::E => (&self.conc[1], self.matrix.e),
+        let (k, v) = match stain {
+            Stain::H => (0, self.matrix.h),
+            Stain::E => (1, self.matrix.e),
         };
+        let t: [[f32; 256]; 3] =
+            std::array::from_fn(|c| std::array::from_fn(|i| self.conc[c][i][k]));
         let k = [
             v[0] as f32 * self.ln_base,
             v[1] as f32 * self.ln_base,
@@ -190,7 +191,7 @@ impl Separator {
         out.par_chunks_mut(3 * w).enumerate().for_each(|(y, orow)| {
             let row = image.row(y);
             for (p, o) in row.chunks_exact(3).zip(orow.chunks_exact_mut(3)) {
-                let c = dot3(t, p[0], p[1], p[2]).max(0.0);
+                let c = dot3(&t, p[0], p[1], p[2]).max(0.0);
                 for ch in 0..3 {
                     o[ch] = (255.0 * (-c * k[ch]).exp()).round().clamp(0.0, 255.0) as u8;
                 }

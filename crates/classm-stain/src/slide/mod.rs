@@ -16,7 +16,7 @@ use crate::estimate::{
 use crate::fit::{
     self, ANGLE_BINS, CONC_BINS, Moments, Plane, dot, hist_quantile, pseudo_to_angle,
 };
-use crate::od::OdLut;
+use crate::od::{OdLut, PairTable};
 use crate::sampling::{Seen, Tile};
 
 mod pass_state;
@@ -56,8 +56,8 @@ struct PlaneCtx {
     pca_pixels: u64,
     tissue_pixels: u64,
     seen: Seen,
-    lx: [[f32; 256]; 3],
-    ly: [[f32; 256]; 3],
+    /// Plane coordinates (x, y) per channel value.
+    lxy: PairTable,
 }
 
 #[derive(Debug)]
@@ -332,16 +332,14 @@ fn fit_plane(ctx: Arc<LutCtx>, m: Moments, tissue: u64, seen: Seen) -> Result<Ar
             eigenvalues: plane.eigenvalues,
         });
     }
-    let lx = ctx.lut.weighted(plane.v[0]);
-    let ly = ctx.lut.weighted(plane.v[1]);
+    let lxy = ctx.lut.weighted_pair(plane.v[0], plane.v[1]);
     Ok(Arc::new(PlaneCtx {
         lut: ctx,
         plane,
         pca_pixels: m.n,
         tissue_pixels: tissue,
         seen,
-        lx,
-        ly,
+        lxy,
     }))
 }
 

@@ -51,8 +51,7 @@ impl PassState {
                 let o = &ctx.lut.common.opts;
                 let sink = AngleSink {
                     lut: &ctx.lut.lut,
-                    lx: &ctx.lx,
-                    ly: &ctx.ly,
+                    lxy: &ctx.lxy,
                     beta: o.convention.beta,
                     beta2: ctx.lut.beta2,
                     rule: o.convention.tissue_rule,

@@ -2,7 +2,7 @@
 
 use crate::convention::{MaxConcPixels, PcaPixels, TissueRule};
 use crate::fit::{ANGLE_BINS, CONC_BINS, FLUSH, Moments, bin_of, pseudo_angle};
-use crate::od::{OdLut, dot3};
+use crate::od::{OdLut, PairTable, dot3, dot3_pair};
 use crate::sampling::{CHUNK, Sink};
 
 use super::{LutCtx, VecCtx};
@@ -198,8 +198,7 @@ const LANES: usize = 16;
 
 pub(super) struct AngleSink<'a> {
     pub(super) lut: &'a OdLut,
-    pub(super) lx: &'a [[f32; 256]; 3],
-    pub(super) ly: &'a [[f32; 256]; 3],
+    pub(super) lxy: &'a PairTable,
     pub(super) beta: f64,
     pub(super) beta2: f64,
     pub(super) rule: TissueRule,
@@ -210,8 +209,7 @@ pub(super) struct AngleSink<'a> {
 impl Sink for AngleSink<'_> {
     #[inline(always)]
     fn pixel(&mut self, r: u8, g: u8, b: u8) {
-        let x = dot3(self.lx, r, g, b);
-        let y = dot3(self.ly, r, g, b);
+        let (x, y) = dot3_pair(self.lxy, r, g, b);
         let keep = match self.rule {
             TissueRule::ProjectedNorm => x * x + y * y >= self.beta2 as f32,
             TissueRule::OdNorm => self.lut.norm_sq(r, g, b) >= self.beta2,
