@@ -242,10 +242,14 @@ pub(crate) fn walk<S: Sink>(
     let dark = art.dark_max.map_or(-1i16, i16::from);
     let sat = art.saturated;
     if sampling == Sampling::All && tile.mask.is_none() {
-        let (mut n_dark, mut n_sat) = (0u64, 0u64);
-        wide(
+        // The sink moves into the dispatched function and back, rather than being borrowed:
+        // behind a reference its counters would be reloaded and stored around every
+        // histogram update, which might alias them.
+        let (sink, n_dark, n_sat) = wide(
             #[inline(always)]
-            || {
+            move || {
+                let mut sink = sink;
+                let (mut n_dark, mut n_sat) = (0u64, 0u64);
                 for y in 0..img.height() {
                     for chunk in img.row(y).chunks(3 * CHUNK) {
                         let (d, s) = sink.chunk(chunk, dark, sat);
@@ -254,6 +258,7 @@ pub(crate) fn walk<S: Sink>(
                         sink.end_chunk();
                     }
                 }
+                (sink, n_dark, n_sat)
             },
         );
         seen.sampled += img.pixels() as u64;
