@@ -189,25 +189,34 @@ pub(crate) trait Sink {
     /// returning the (dark, saturated) counts. A sink may override it with a loop over
     /// vectors of pixels; it runs compiled for the CPU's widest vectors ([`wide`]).
     #[inline(always)]
-    fn chunk(&mut self, px: &[u8], dark: i16, sat: bool) -> (u64, u64) {
-        let (mut n_dark, mut n_sat) = (0u64, 0u64);
-        for p in px.chunks_exact(3) {
-            let (r, g, b) = (p[0], p[1], p[2]);
-            if i16::from(r.max(g).max(b)) <= dark {
-                n_dark += 1;
-            } else if sat && r.min(g).min(b) == 0 {
-                n_sat += 1;
-            } else {
-                self.pixel(r, g, b);
-            }
-        }
-        (n_dark, n_sat)
+    fn chunk(&mut self, px: &[u8], dark: i16, sat: bool) -> (u64, u64)
+    where
+        Self: Sized,
+    {
+        one_by_one(self, px, dark, sat)
     }
 
     /// Called at least every [`CHUNK`] pixels handed to `pixel`, and at the end: the place
     /// for work that must not sit in the per-pixel loop (a call there would pin the sink's
     /// counters to memory).
     fn end_chunk(&mut self) {}
+}
+
+/// [`Sink::chunk`]'s one-pixel loop: the artefact rule, then `sink.pixel`.
+#[inline(always)]
+pub(crate) fn one_by_one<S: Sink>(sink: &mut S, px: &[u8], dark: i16, sat: bool) -> (u64, u64) {
+    let (mut n_dark, mut n_sat) = (0u64, 0u64);
+    for p in px.chunks_exact(3) {
+        let (r, g, b) = (p[0], p[1], p[2]);
+        if i16::from(r.max(g).max(b)) <= dark {
+            n_dark += 1;
+        } else if sat && r.min(g).min(b) == 0 {
+            n_sat += 1;
+        } else {
+            sink.pixel(r, g, b);
+        }
+    }
+    (n_dark, n_sat)
 }
 
 /// Runs `f` compiled for the widest vector extension of this CPU (AVX-512, AVX2, ...), chosen

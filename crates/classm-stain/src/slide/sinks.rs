@@ -3,7 +3,7 @@
 use crate::convention::{MaxConcPixels, PcaPixels, TissueRule};
 use crate::fit::{ANGLE_BINS, CONC_BINS, FLUSH, Moments, bin_of, pseudo_angle};
 use crate::od::{OdLut, PairTable, dot3, dot3_pair};
-use crate::sampling::{CHUNK, Sink};
+use crate::sampling::{CHUNK, Sink, one_by_one};
 
 use super::{LutCtx, VecCtx};
 
@@ -172,18 +172,8 @@ impl Sink for MomentSink<'_> {
         let total = |c: &[u32; LANES]| c.iter().map(|&v| u64::from(v)).sum::<u64>();
         self.tissue += total(&counts[2]);
         self.pending += counts[3].iter().sum::<u32>();
-        let (mut n_dark, mut n_sat) = (total(&counts[0]), total(&counts[1]));
-        for p in rest.chunks_exact(3) {
-            let (r, g, b) = (p[0], p[1], p[2]);
-            if i16::from(r.max(g).max(b)) <= dark {
-                n_dark += 1;
-            } else if sat && r.min(g).min(b) == 0 {
-                n_sat += 1;
-            } else {
-                self.pixel(r, g, b);
-            }
-        }
-        (n_dark, n_sat)
+        let (d, s) = one_by_one(self, rest, dark, sat);
+        (total(&counts[0]) + d, total(&counts[1]) + s)
     }
 
     fn end_chunk(&mut self) {
