@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::convention::Convention;
 use crate::error::{Result, StainError};
-use crate::sampling::{Artefacts, Sampling, Tile};
+use crate::sampling::{Artefacts, BAND_PIXELS, Sampling, Tile};
 use crate::separate::{Maps, Output, Separator};
 use crate::slide::{Pass, SlideEstimator};
 use crate::view::{MaskView, RgbView};
@@ -485,9 +485,6 @@ pub fn estimate_and_separate_into(
     }
     Ok(result)
 }
-
-/// Pixels per band when one image is split across threads (depends on the image only).
-const BAND_PIXELS: usize = 1 << 18;
 
 /// As [`estimate`], for a [`Tile`] (mask and origin included).
 pub fn estimate_tile(tile: Tile<'_>, options: &EstimateOptions) -> Result<StainEstimate> {

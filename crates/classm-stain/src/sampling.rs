@@ -229,6 +229,10 @@ pub(crate) fn wide<R>(f: impl FnOnce() -> R) -> R {
     ARCH.dispatch(f)
 }
 
+/// Pixels per band when a tile is split across threads (depends on the tile only, so the
+/// split never depends on the thread count).
+pub(crate) const BAND_PIXELS: usize = 1 << 18;
+
 /// Most pixels `walk` hands to a sink between two `end_chunk` calls.
 pub(crate) const CHUNK: usize = 4096;
 
