@@ -142,8 +142,8 @@ impl PassState {
     /// Adds `tiles` in parallel (one state per rayon worker, merged). Deterministic: merging
     /// is integer addition.
     pub fn add_all_parallel(self, tiles: &[Tile<'_>]) -> Result<PassState> {
-        // Large tiles go in bands, so that a few of them still spread evenly over the threads
-        // (9 tiles of 1024² on 2 threads left one thread a fifth of each pass idle).
+        // Large tiles go in bands, so that a few of them still spread evenly over the threads:
+        // whole tiles can leave one thread idle while the other finishes the last of them.
         let bands: Vec<Tile<'_>> = tiles.iter().flat_map(|t| t.bands(BAND_PIXELS)).collect();
         bands
             .par_iter()
