@@ -202,18 +202,29 @@ pub(crate) trait Sink {
     fn end_chunk(&mut self) {}
 }
 
+/// The artefact rule for one pixel, as (dark, saturated), never both: dark when its brightest
+/// channel is at most `dark` (−1: never), else saturated when `sat` and a channel is 0.
+#[inline(always)]
+pub(crate) fn artefact(r: u8, g: u8, b: u8, dark: i16, sat: bool) -> (bool, bool) {
+    // Short-circuit, not `&`: the one-pixel loops branch on the answer, and skipping the
+    // minimum for most pixels kept them faster.
+    if i16::from(r.max(g).max(b)) <= dark {
+        (true, false)
+    } else {
+        (false, sat && r.min(g).min(b) == 0)
+    }
+}
+
 /// [`Sink::chunk`]'s one-pixel loop: the artefact rule, then `sink.pixel`.
 #[inline(always)]
 pub(crate) fn one_by_one<S: Sink>(sink: &mut S, px: &[u8], dark: i16, sat: bool) -> (u64, u64) {
     let (mut n_dark, mut n_sat) = (0u64, 0u64);
     for p in px.chunks_exact(3) {
         let (r, g, b) = (p[0], p[1], p[2]);
-        if i16::from(r.max(g).max(b)) <= dark {
-            n_dark += 1;
-        } else if sat && r.min(g).min(b) == 0 {
-            n_sat += 1;
-        } else {
-            sink.pixel(r, g, b);
+        match artefact(r, g, b, dark, sat) {
+            (true, _) => n_dark += 1,
+            (_, true) => n_sat += 1,
+            _ => sink.pixel(r, g, b),
         }
     }
     (n_dark, n_sat)
@@ -287,16 +298,16 @@ pub(crate) fn walk<S: Sink>(
             return;
         }
         let (r, g, b) = (p[0], p[1], p[2]);
-        if i16::from(r.max(g).max(b)) <= dark {
-            seen.dark += 1;
-        } else if sat && r.min(g).min(b) == 0 {
-            seen.saturated += 1;
-        } else {
-            sink.pixel(r, g, b);
-            since += 1;
-            if since == CHUNK {
-                sink.end_chunk();
-                since = 0;
+        match artefact(r, g, b, dark, sat) {
+            (true, _) => seen.dark += 1,
+            (_, true) => seen.saturated += 1,
+            _ => {
+                sink.pixel(r, g, b);
+                since += 1;
+                if since == CHUNK {
+                    sink.end_chunk();
+                    since = 0;
+                }
             }
         }
     };

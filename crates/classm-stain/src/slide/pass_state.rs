@@ -4,7 +4,7 @@ use rayon::prelude::*;
 
 use crate::error::{Result, StainError};
 use crate::od::dot3;
-use crate::sampling::{BAND_PIXELS, Sampling, Tile, walk};
+use crate::sampling::{BAND_PIXELS, Sampling, Tile, artefact, walk};
 
 use super::sinks::{AngleSink, BgSink, ConcSink, MomentSink};
 use super::{Pass, PassState, State};
@@ -120,12 +120,10 @@ impl PassState {
                 let ce = dot3(sink.le, r, g, b);
                 *ho = ch;
                 *eo = ce;
-                if i16::from(r.max(g).max(b)) <= dark {
-                    n_dark += 1;
-                } else if sat && r.min(g).min(b) == 0 {
-                    n_sat += 1;
-                } else {
-                    sink.record(ch, ce, r, g, b);
+                match artefact(r, g, b, dark, sat) {
+                    (true, _) => n_dark += 1,
+                    (_, true) => n_sat += 1,
+                    _ => sink.record(ch, ce, r, g, b),
                 }
             }
         }

@@ -3,7 +3,7 @@
 use crate::convention::{MaxConcPixels, PcaPixels, TissueRule};
 use crate::fit::{ANGLE_BINS, CONC_BINS, FLUSH, Moments, bin_of, pseudo_angle};
 use crate::od::{OdLut, PairTable, dot3, dot3_pair};
-use crate::sampling::{CHUNK, Sink, one_by_one};
+use crate::sampling::{CHUNK, Sink, artefact, one_by_one};
 
 use super::{LutCtx, VecCtx};
 
@@ -128,8 +128,7 @@ impl Sink for MomentSink<'_> {
             let mut tissue = [false; LANES];
             for l in 0..LANES {
                 let (r, g, b) = (block[3 * l], block[3 * l + 1], block[3 * l + 2]);
-                let is_dark = i16::from(r.max(g).max(b)) <= dark;
-                let is_sat = !is_dark & sat & (r.min(g).min(b) == 0);
+                let (is_dark, is_sat) = artefact(r, g, b, dark, sat);
                 ok[l] = !is_dark & !is_sat;
                 counts[0][l] += u32::from(is_dark);
                 counts[1][l] += u32::from(is_sat);
