@@ -495,5 +495,6 @@ pub fn estimate_tile(tile: Tile<'_>, options: &EstimateOptions) -> Result<StainE
             tile.image.height()
         )));
     }
-    SlideEstimator::run_parallel(options.clone(), &tile.bands(BAND_PIXELS))
+    // `run_parallel` spreads the tile over the threads in bands.
+    SlideEstimator::run_parallel(options.clone(), std::slice::from_ref(&tile))
 }
