@@ -1,5 +1,6 @@
-//! Times each estimation pass and the separation on one image, single-threaded, and prints the fastest of
-//! several runs per pass (this VM's timings drift by a third between runs). A profiling aid.
+//! Times each estimation pass and the separation on one image, single-threaded, and prints
+//! the fastest of several runs of each (this VM's timings drift by a third between runs). A
+//! profiling aid.
 //!
 //! `cargo run --release -p classm-stain --example pass_timing -- IMAGE [RUNS]`
 
