@@ -14,13 +14,24 @@ use crate::estimate::{
     Diagnostics, EstimateOptions, I0Source, OrderPolicy, StainEstimate, StainMatrix, Warning,
 };
 use crate::fit::{
-    self, ANGLE_BINS, CONC_BINS, Moments, Plane, dot, hist_quantile, pseudo_to_angle,
+    self, ANGLE_BINS, CONC_BINS, Moments, Plane, bin_of, dot, hist_quantile, pseudo_to_angle,
 };
-use crate::od::{OdLut, PairTable};
+use crate::od::{OdLut, PairTable, dot3};
 use crate::sampling::{Seen, Tile};
 
+mod cells;
 mod pass_state;
+mod probe;
 mod sinks;
+
+use sinks::{AngleRule, conc_use};
+
+use cells::{AngleCellRule, Cells, ConcRule};
+use probe::{Below, Between, Probe, lump_and_check};
+
+/// Fewer pixels than this in a pass: the concentration pass runs pixel by pixel (building
+/// the colour cells takes about as long as a megapixel's pass).
+const CELL_MIN_PIXELS: u64 = 1 << 20;
 
 /// The pass a [`PassState`] accumulates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,7 +60,7 @@ struct LutCtx {
     beta2: f64,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct PlaneCtx {
     lut: Arc<LutCtx>,
     plane: Plane,
@@ -58,9 +69,15 @@ struct PlaneCtx {
     seen: Seen,
     /// Plane coordinates (x, y) per channel value.
     lxy: PairTable,
+    /// The moments pass's probe, for the cut-offs of both later passes.
+    probe: Arc<Probe>,
+    /// Pseudo-angles the angle pass lumps rather than bins.
+    cut: Between,
+    /// Counts by colour cell, for a pass over enough pixels to repay building them.
+    cells: Option<Arc<Cells>>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct VecCtx {
     plane: Arc<PlaneCtx>,
     matrix: StainMatrix,
@@ -73,6 +90,10 @@ struct VecCtx {
     le: [[f32; 256]; 3],
     h_range: (f32, f32),
     e_range: (f32, f32),
+    /// H and E concentrations the concentration pass lumps rather than bins.
+    cuts: [Below; 2],
+    /// Counts by colour cell, for a pass over enough pixels to repay building them.
+    cells: Option<Arc<Cells>>,
 }
 
 #[derive(Debug, Clone)]
@@ -86,11 +107,13 @@ enum State {
         ctx: Arc<LutCtx>,
         m: Moments,
         tissue: u64,
+        probe: Probe,
     },
     Angles {
         ctx: Arc<PlaneCtx>,
         hist: Vec<u64>,
         kept: u64,
+        lumped: u64,
     },
     Concentrations {
         ctx: Arc<VecCtx>,
@@ -98,6 +121,7 @@ enum State {
         e: Vec<u64>,
         tissue: u64,
         neg: [u64; 2],
+        lumped: [u64; 2],
     },
 }
 
@@ -181,11 +205,13 @@ impl SlideEstimator {
                 ctx: c.clone(),
                 m: Moments::default(),
                 tissue: 0,
+                probe: Probe::default(),
             },
             Some(Stage::Angles(c)) => State::Angles {
                 ctx: c.clone(),
                 hist: vec![0; ANGLE_BINS],
                 kept: 0,
+                lumped: 0,
             },
             Some(Stage::Concentrations(c)) => State::Concentrations {
                 ctx: c.clone(),
@@ -193,6 +219,7 @@ impl SlideEstimator {
                 e: vec![0; CONC_BINS],
                 tissue: 0,
                 neg: [0; 2],
+                lumped: [0; 2],
             },
             Some(Stage::Done(_)) | None => {
                 return Err(StainError::Protocol {
@@ -262,18 +289,56 @@ impl SlideEstimator {
                     .map_or((fallback, I0Source::Fallback), |v| (v, I0Source::Estimated));
                 Ok(Stage::Moments(Arc::new(lut_ctx(common, i0, src))))
             }
-            (Stage::Moments(ctx), State::Moments { m, tissue, .. }) => {
-                fit_plane(ctx, m, tissue, state.seen).map(Stage::Angles)
-            }
-            (Stage::Angles(ctx), State::Angles { hist, kept, .. }) => {
+            (
+                Stage::Moments(ctx),
+                State::Moments {
+                    m, tissue, probe, ..
+                },
+            ) => fit_plane(ctx, m, tissue, state.seen, probe).map(Stage::Angles),
+            (
+                Stage::Angles(ctx),
+                State::Angles {
+                    mut hist,
+                    kept,
+                    lumped,
+                    ..
+                },
+            ) => {
+                let a = ctx.lut.common.opts.convention.alpha_percent / 100.0;
+                let range = angle_bin(ctx.cut.lo)..=angle_bin(ctx.cut.hi);
+                if !lump_and_check(&mut hist, lumped, range, &[a, 1.0 - a]) {
+                    // The probe misled: a percentile lies among the lumped pixels.
+                    return Ok(Stage::Angles(Arc::new(PlaneCtx {
+                        cut: Between::default(),
+                        cells: None,
+                        ..(*ctx).clone()
+                    })));
+                }
                 fit_vectors(ctx, &hist, kept).map(Stage::Concentrations)
             }
             (
                 Stage::Concentrations(ctx),
                 State::Concentrations {
-                    h, e, tissue, neg, ..
+                    mut h,
+                    mut e,
+                    tissue,
+                    neg,
+                    lumped,
+                    ..
                 },
-            ) => Ok(Stage::Done(Box::new(finish(&ctx, &h, &e, tissue, neg)))),
+            ) => {
+                let q = ctx.plane.lut.common.opts.convention.max_conc_percentile / 100.0;
+                let ok_h = lump_and_check(&mut h, lumped[0], 0..=conc_bin(&ctx, 0), &[q]);
+                let ok_e = lump_and_check(&mut e, lumped[1], 0..=conc_bin(&ctx, 1), &[q]);
+                if !(ok_h && ok_e) {
+                    return Ok(Stage::Concentrations(Arc::new(VecCtx {
+                        cuts: [Below::default(); 2],
+                        cells: None,
+                        ..(*ctx).clone()
+                    })));
+                }
+                Ok(Stage::Done(Box::new(finish(&ctx, &h, &e, tissue, neg))))
+            }
             _ => Err(StainError::Protocol {
                 reason: "the state belongs to another pass".into(),
             }),
@@ -311,7 +376,29 @@ fn estimate_i0(hist: &[[u64; 256]; 3], n: u64, usable: u64) -> Option<[f64; 3]> 
     Some(i0)
 }
 
-fn fit_plane(ctx: Arc<LutCtx>, m: Moments, tissue: u64, seen: Seen) -> Result<Arc<PlaneCtx>> {
+/// The angle bin of pseudo-angle `v` (any bin for an infinite `v`: nothing is lumped then).
+fn angle_bin(v: f32) -> usize {
+    bin_of(v, -2.0, ANGLE_BINS as f32 / 4.0, ANGLE_BINS)
+}
+
+/// The bin of stain `k`'s concentration cut-off.
+fn conc_bin(ctx: &VecCtx, k: usize) -> usize {
+    let (lo, hi) = if k == 0 { ctx.h_range } else { ctx.e_range };
+    bin_of(
+        ctx.cuts[k].below,
+        lo,
+        CONC_BINS as f32 / (hi - lo),
+        CONC_BINS,
+    )
+}
+
+fn fit_plane(
+    ctx: Arc<LutCtx>,
+    m: Moments,
+    tissue: u64,
+    seen: Seen,
+    probe: Probe,
+) -> Result<Arc<PlaneCtx>> {
     let o = &ctx.common.opts;
     if tissue == 0 {
         return Err(StainError::EmptyTissue {
@@ -333,6 +420,25 @@ fn fit_plane(ctx: Arc<LutCtx>, m: Moments, tissue: u64, seen: Seen) -> Result<Ar
         });
     }
     let lxy = ctx.lut.weighted_pair(plane.v[0], plane.v[1]);
+    let rule = AngleRule::new(&ctx, &lxy);
+    let angles = probe
+        .pixels()
+        .iter()
+        .filter_map(|&[r, g, b]| rule.angle(r, g, b))
+        .collect();
+    let cut = Between::from_sample(angles, o.convention.alpha_percent / 100.0);
+    let cells = (cut != Between::default() && seen.sampled >= CELL_MIN_PIXELS).then(|| {
+        Arc::new(Cells::angles(&AngleCellRule {
+            lxy: &lxy,
+            sq: &ctx.lut.sq,
+            od: &ctx.lut.od,
+            rule: o.convention.tissue_rule,
+            beta: o.convention.beta,
+            beta2: ctx.beta2,
+            cut,
+            artefacts: o.artefacts,
+        }))
+    });
     Ok(Arc::new(PlaneCtx {
         lut: ctx,
         plane,
@@ -340,6 +446,9 @@ fn fit_plane(ctx: Arc<LutCtx>, m: Moments, tissue: u64, seen: Seen) -> Result<Ar
         tissue_pixels: tissue,
         seen,
         lxy,
+        probe: Arc::new(probe),
+        cut,
+        cells,
     }))
 }
 
@@ -429,6 +538,19 @@ fn fit_vectors(ctx: Arc<PlaneCtx>, hist: &[u64], kept: u64) -> Result<Arc<VecCtx
         h_range = (t, h_range.1.max(t + 1e-3));
         e_range = (t, e_range.1.max(t + 1e-3));
     }
+    let cuts = conc_cuts(&ctx, [&lh, &le], [h_range.0, e_range.0]);
+    let cells = (cuts != [Below::default(); 2] && ctx.seen.sampled >= CELL_MIN_PIXELS).then(|| {
+        Arc::new(Cells::concentrations(&ConcRule {
+            lh: &lh,
+            le: &le,
+            sq: &ctx.lut.lut.sq,
+            beta2: ctx.lut.beta2,
+            lows: [h_range.0, e_range.0],
+            mode: o.convention.max_conc_pixels,
+            cuts,
+            artefacts: o.artefacts,
+        }))
+    });
     Ok(Arc::new(VecCtx {
         plane: ctx,
         matrix,
@@ -441,7 +563,27 @@ fn fit_vectors(ctx: Arc<PlaneCtx>, hist: &[u64], kept: u64) -> Result<Arc<VecCtx
         le,
         h_range,
         e_range,
+        cuts,
+        cells,
     }))
+}
+
+/// The concentration pass's cut-offs, from the probe pixels it would use.
+fn conc_cuts(ctx: &PlaneCtx, tables: [&[[f32; 256]; 3]; 2], lows: [f32; 2]) -> [Below; 2] {
+    let lc = &ctx.lut;
+    let c = &lc.common.opts.convention;
+    let mut values = [Vec::new(), Vec::new()];
+    for &[r, g, b] in ctx.probe.pixels() {
+        let [ch, ce] = tables.map(|t| dot3(t, r, g, b));
+        let tissue = lc.lut.norm_sq(r, g, b) >= lc.beta2;
+        let uses = conc_use(c.max_conc_pixels, tissue, ch >= lows[0], ce >= lows[1]);
+        for (k, (used, v)) in [(uses.0, ch), (uses.1, ce)].into_iter().enumerate() {
+            if used {
+                values[k].push(v);
+            }
+        }
+    }
+    values.map(|v| Below::from_sample(v, c.max_conc_percentile / 100.0))
 }
 
 fn finish(ctx: &VecCtx, h: &[u64], e: &[u64], tissue: u64, neg: [u64; 2]) -> StainEstimate {

@@ -6,7 +6,7 @@ use crate::error::{Result, StainError};
 use crate::od::dot3;
 use crate::sampling::{BAND_PIXELS, Sampling, Tile, artefact, walk};
 
-use super::sinks::{AngleSink, BgSink, ConcSink, MomentSink};
+use super::sinks::{AngleRule, AngleSink, BgSink, ConcSink, MomentSink};
 use super::{Pass, PassState, State};
 use crate::sampling::Seen;
 
@@ -40,25 +40,40 @@ impl PassState {
                 let sink = BgSink { hist, n: *n };
                 *n = walk(tile, o.sampling, o.artefacts, seen, sink).n;
             }
-            State::Moments { ctx, m, tissue } => {
+            State::Moments {
+                ctx,
+                m,
+                tissue,
+                probe,
+            } => {
                 let o = &ctx.common.opts;
                 let sink = MomentSink::new(ctx, std::mem::take(m), *tissue);
                 let (mm, t) = walk(tile, o.sampling, o.artefacts, seen, sink).finish();
                 *m = mm;
                 *tissue = t;
+                // Sampled estimates are cheap already; the probe serves the every-pixel ones.
+                if o.sampling == Sampling::All {
+                    probe.collect(tile, o.artefacts);
+                }
             }
-            State::Angles { ctx, hist, kept } => {
+            State::Angles {
+                ctx,
+                hist,
+                kept,
+                lumped,
+            } => {
                 let o = &ctx.lut.common.opts;
                 let sink = AngleSink {
-                    lut: &ctx.lut.lut,
-                    lxy: &ctx.lxy,
-                    beta: o.convention.beta,
-                    beta2: ctx.lut.beta2,
-                    rule: o.convention.tissue_rule,
+                    rule: AngleRule::new(&ctx.lut, &ctx.lxy),
+                    cut: ctx.cut,
+                    cells: ctx.cells.as_deref(),
                     hist,
                     kept: *kept,
+                    lumped: *lumped,
                 };
-                *kept = walk(tile, o.sampling, o.artefacts, seen, sink).kept;
+                let sink = walk(tile, o.sampling, o.artefacts, seen, sink);
+                *kept = sink.kept;
+                *lumped = sink.lumped;
             }
             State::Concentrations {
                 ctx,
@@ -66,12 +81,14 @@ impl PassState {
                 e,
                 tissue,
                 neg,
+                lumped,
             } => {
                 let o = &ctx.plane.lut.common.opts;
-                let sink = ConcSink::new(ctx, h, e, *tissue, *neg);
+                let sink = ConcSink::new(ctx, h, e, *tissue, *neg, *lumped);
                 let sink = walk(tile, o.sampling, o.artefacts, seen, sink);
                 *tissue = sink.tissue;
                 *neg = sink.neg;
+                *lumped = sink.lumped;
             }
         }
         Ok(())
@@ -93,6 +110,7 @@ impl PassState {
             e,
             tissue,
             neg,
+            lumped,
         } = &mut self.state
         else {
             return false;
@@ -107,7 +125,7 @@ impl PassState {
         {
             return false;
         }
-        let mut sink = ConcSink::new(ctx, h, e, *tissue, *neg);
+        let mut sink = ConcSink::new(ctx, h, e, *tissue, *neg, *lumped);
         let dark = o.artefacts.dark_max.map_or(-1i16, i16::from);
         let sat = o.artefacts.saturated;
         let (mut n_dark, mut n_sat) = (0u64, 0u64);
@@ -129,6 +147,7 @@ impl PassState {
         }
         *tissue = sink.tissue;
         *neg = sink.neg;
+        *lumped = sink.lumped;
         let seen = &mut self.seen;
         seen.pixels += img.pixels() as u64;
         seen.sampled += img.pixels() as u64;
@@ -179,32 +198,50 @@ impl PassState {
                 *n += n2;
             }
             (
-                State::Moments { m, tissue, .. },
                 State::Moments {
-                    m: m2, tissue: t2, ..
+                    m, tissue, probe, ..
+                },
+                State::Moments {
+                    m: m2,
+                    tissue: t2,
+                    probe: p2,
+                    ..
                 },
             ) => {
                 m.merge(&m2);
                 *tissue += t2;
+                probe.merge(p2);
             }
             (
-                State::Angles { hist, kept, .. },
                 State::Angles {
-                    hist: h2, kept: k2, ..
+                    hist, kept, lumped, ..
+                },
+                State::Angles {
+                    hist: h2,
+                    kept: k2,
+                    lumped: l2,
+                    ..
                 },
             ) => {
                 hist.iter_mut().zip(&h2).for_each(|(a, b)| *a += b);
                 *kept += k2;
+                *lumped += l2;
             }
             (
                 State::Concentrations {
-                    h, e, tissue, neg, ..
+                    h,
+                    e,
+                    tissue,
+                    neg,
+                    lumped,
+                    ..
                 },
                 State::Concentrations {
                     h: h2,
                     e: e2,
                     tissue: t2,
                     neg: n2,
+                    lumped: l2,
                     ..
                 },
             ) => {
@@ -213,6 +250,8 @@ impl PassState {
                 *tissue += t2;
                 neg[0] += n2[0];
                 neg[1] += n2[1];
+                lumped[0] += l2[0];
+                lumped[1] += l2[1];
             }
             _ => {
                 return Err(StainError::Protocol {

@@ -5,6 +5,8 @@ use crate::fit::{ANGLE_BINS, CONC_BINS, FLUSH, Moments, bin_of, pseudo_angle};
 use crate::od::{OdLut, PairTable, dot3, dot3_pair};
 use crate::sampling::{CHUNK, Sink, artefact, one_by_one};
 
+use super::cells::{self, Cells};
+use super::probe::{Below, Between};
 use super::{LutCtx, VecCtx};
 
 pub(super) struct BgSink<'a> {
@@ -189,34 +191,77 @@ impl Sink for MomentSink<'_> {
 /// lanes pay off with AVX-512's 32 registers. The bits are the same on every CPU.
 const LANES: usize = 8;
 
-pub(super) struct AngleSink<'a> {
-    pub(super) lut: &'a OdLut,
-    pub(super) lxy: &'a PairTable,
-    pub(super) beta: f64,
-    pub(super) beta2: f64,
-    pub(super) rule: TissueRule,
-    pub(super) hist: &'a mut [u64],
-    pub(super) kept: u64,
+/// Which pixels the angle pass keeps, and their pseudo-angles in the plane.
+pub(super) struct AngleRule<'a> {
+    lut: &'a OdLut,
+    lxy: &'a PairTable,
+    beta: f64,
+    beta2: f64,
+    rule: TissueRule,
 }
 
-impl Sink for AngleSink<'_> {
+impl<'a> AngleRule<'a> {
+    pub(super) fn new(ctx: &'a LutCtx, lxy: &'a PairTable) -> Self {
+        let c = &ctx.common.opts.convention;
+        AngleRule {
+            lut: &ctx.lut,
+            lxy,
+            beta: c.beta,
+            beta2: ctx.beta2,
+            rule: c.tissue_rule,
+        }
+    }
+
+    /// The pixel's pseudo-angle, if the pass keeps it.
     #[inline(always)]
-    fn pixel(&mut self, r: u8, g: u8, b: u8) {
+    pub(super) fn angle(&self, r: u8, g: u8, b: u8) -> Option<f32> {
         let (x, y) = dot3_pair(self.lxy, r, g, b);
         let keep = match self.rule {
             TissueRule::ProjectedNorm => x * x + y * y >= self.beta2 as f32,
             TissueRule::OdNorm => self.lut.norm_sq(r, g, b) >= self.beta2,
             TissueRule::AllChannels => self.lut.min_channel(r, g, b) >= self.beta,
         };
-        if keep {
-            self.hist[bin_of(
-                pseudo_angle(x, y),
-                -2.0,
-                ANGLE_BINS as f32 / 4.0,
-                ANGLE_BINS,
-            )] += 1;
+        keep.then(|| pseudo_angle(x, y))
+    }
+}
+
+pub(super) struct AngleSink<'a> {
+    pub(super) rule: AngleRule<'a>,
+    pub(super) cut: Between,
+    pub(super) cells: Option<&'a Cells>,
+    pub(super) hist: &'a mut [u64],
+    pub(super) kept: u64,
+    pub(super) lumped: u64,
+}
+
+fn angle_bin(a: f32) -> usize {
+    bin_of(a, -2.0, ANGLE_BINS as f32 / 4.0, ANGLE_BINS)
+}
+
+impl Sink for AngleSink<'_> {
+    #[inline(always)]
+    fn pixel(&mut self, r: u8, g: u8, b: u8) {
+        if let Some(a) = self.rule.angle(r, g, b) {
             self.kept += 1;
+            if self.cut.lumps(a) {
+                self.lumped += 1;
+            } else {
+                self.hist[angle_bin(a)] += 1;
+            }
         }
+    }
+
+    /// By colour cell where the cells are built (see the concentration pass).
+    #[inline(always)]
+    fn chunk(&mut self, px: &[u8], dark: i16, sat: bool) -> (u64, u64) {
+        let Some(cells) = self.cells else {
+            return one_by_one(self, px, dark, sat);
+        };
+        cells.count(self, px, dark, sat, |s, class, n| {
+            let has = |bit: u8| if class & bit != 0 { n } else { 0 };
+            s.kept += has(cells::KEPT);
+            s.lumped += has(cells::KEPT_LUMPED);
+        })
     }
 }
 
@@ -230,10 +275,13 @@ pub(super) struct ConcSink<'a> {
     pub(super) hinv: f32,
     pub(super) einv: f32,
     pub(super) mode: MaxConcPixels,
+    pub(super) cuts: [Below; 2],
+    pub(super) cells: Option<&'a Cells>,
     pub(super) h: &'a mut [u64],
     pub(super) e: &'a mut [u64],
     pub(super) tissue: u64,
     pub(super) neg: [u64; 2],
+    pub(super) lumped: [u64; 2],
 }
 
 impl Sink for ConcSink<'_> {
@@ -242,6 +290,23 @@ impl Sink for ConcSink<'_> {
         let ch = dot3(self.lh, r, g, b);
         let ce = dot3(self.le, r, g, b);
         self.record(ch, ce, r, g, b);
+    }
+
+    /// By colour cell where the cells are built: one lookup and one increment for a pixel
+    /// whose cell counts alike, the per-pixel path for the others.
+    #[inline(always)]
+    fn chunk(&mut self, px: &[u8], dark: i16, sat: bool) -> (u64, u64) {
+        let Some(cells) = self.cells else {
+            return one_by_one(self, px, dark, sat);
+        };
+        cells.count(self, px, dark, sat, |s, class, n| {
+            let has = |bit: u8| if class & bit != 0 { n } else { 0 };
+            s.tissue += has(cells::TISSUE);
+            s.neg[0] += has(cells::NEG_H);
+            s.neg[1] += has(cells::NEG_E);
+            s.lumped[0] += has(cells::LUMP_H);
+            s.lumped[1] += has(cells::LUMP_E);
+        })
     }
 }
 
@@ -252,6 +317,7 @@ impl<'a> ConcSink<'a> {
         e: &'a mut [u64],
         tissue: u64,
         neg: [u64; 2],
+        lumped: [u64; 2],
     ) -> Self {
         let (hlo, hhi) = ctx.h_range;
         let (elo, ehi) = ctx.e_range;
@@ -265,10 +331,13 @@ impl<'a> ConcSink<'a> {
             hinv: CONC_BINS as f32 / (hhi - hlo),
             einv: CONC_BINS as f32 / (ehi - elo),
             mode: ctx.plane.lut.common.opts.convention.max_conc_pixels,
+            cuts: ctx.cuts,
+            cells: ctx.cells.as_deref(),
             h,
             e,
             tissue,
             neg,
+            lumped,
         }
     }
 
@@ -278,17 +347,29 @@ impl<'a> ConcSink<'a> {
         self.tissue += u64::from(is_tissue);
         self.neg[0] += u64::from(is_tissue & (ch < 0.0));
         self.neg[1] += u64::from(is_tissue & (ce < 0.0));
-        let (use_h, use_e) = match self.mode {
-            MaxConcPixels::Tissue => (is_tissue, is_tissue),
-            MaxConcPixels::All => (true, true),
-            MaxConcPixels::ConcAtLeast(_) => (ch >= self.hlo, ce >= self.elo),
-        };
-        if use_h {
+        let (use_h, use_e) = conc_use(self.mode, is_tissue, ch >= self.hlo, ce >= self.elo);
+        // Counted without branches; the rare used pixels above the cut-offs are binned.
+        let lump_h = use_h & self.cuts[0].lumps(ch);
+        let lump_e = use_e & self.cuts[1].lumps(ce);
+        self.lumped[0] += u64::from(lump_h);
+        self.lumped[1] += u64::from(lump_e);
+        if use_h & !lump_h {
             self.h[bin_of(ch, self.hlo, self.hinv, CONC_BINS)] += 1;
         }
-        if use_e {
+        if use_e & !lump_e {
             self.e[bin_of(ce, self.elo, self.einv, CONC_BINS)] += 1;
         }
+    }
+}
+
+/// Whether a pixel's H and E concentrations count towards the maximum concentrations, given
+/// whether it is tissue and whether each concentration reaches its histogram's lower end.
+#[inline(always)]
+pub(super) fn conc_use(mode: MaxConcPixels, tissue: bool, h_in: bool, e_in: bool) -> (bool, bool) {
+    match mode {
+        MaxConcPixels::Tissue => (tissue, tissue),
+        MaxConcPixels::All => (true, true),
+        MaxConcPixels::ConcAtLeast(_) => (h_in, e_in),
     }
 }
 

@@ -315,3 +315,105 @@ fn the_vector_loops_of_the_all_pixel_path_give_the_per_pixel_loops_bits() {
         }
     }
 }
+
+/// The fixture tile mirrored into a 3 × 3 mosaic (2.3 MP): past the size from which the angle
+/// and concentration passes count by colour cell.
+fn mosaic() -> Img {
+    let img = Img::open(&crate::support::fixtures().join("stain/torchstain__source.png"));
+    let (w, h) = (img.width * 3, img.height * 3);
+    let mut data = Vec::with_capacity(w * h * 3);
+    for y in 0..h {
+        let (ty, sy) = (y / img.height, y % img.height);
+        let sy = if ty % 2 == 1 { img.height - 1 - sy } else { sy };
+        for x in 0..w {
+            let (tx, sx) = (x / img.width, x % img.width);
+            let sx = if tx % 2 == 1 { img.width - 1 - sx } else { sx };
+            data.extend_from_slice(&img.data[(sy * img.width + sx) * 3..][..3]);
+        }
+    }
+    Img {
+        width: w,
+        height: h,
+        data,
+    }
+}
+
+/// The estimate as the one-pixel loops give it: sampling at rate 1 keeps every pixel but
+/// takes neither the probe's cut-offs nor the colour cells.
+fn per_pixel(view: classm_stain::RgbView<'_>, o: &EstimateOptions) -> StainEstimate {
+    let every = o
+        .clone()
+        .with_sampling(Sampling::Random { rate: 1.0, seed: 0 });
+    let mut e = estimate(view, &every).expect("per-pixel estimate");
+    e.sampling = Sampling::All;
+    e.convention = o.convention.clone();
+    e
+}
+
+#[test]
+fn cut_offs_and_colour_cells_leave_every_estimate_unchanged() {
+    let mut img = mosaic();
+    // Artefacts of each kind, and pixels in the colour cells that mix them.
+    for (i, p) in img.data.chunks_exact_mut(3).enumerate() {
+        match i % 997 {
+            0 => p.copy_from_slice(&[4, 9, 2]),
+            1 => p.copy_from_slice(&[200, 0, 120]),
+            _ => {}
+        }
+    }
+    let view = img.view();
+    let conventions = [
+        Convention::classm(),
+        Convention::macenko2009(),
+        Convention::classm().with_estimated_i0(),
+        Convention {
+            tissue_rule: TissueRule::OdNorm,
+            ..Convention::classm()
+        },
+    ];
+    let artefacts = [
+        classm_stain::Artefacts::default(),
+        classm_stain::Artefacts {
+            dark_max: Some(20),
+            saturated: true,
+        },
+    ];
+    for conv in conventions {
+        for art in artefacts {
+            let o = EstimateOptions::new(conv.clone()).with_artefacts(art);
+            let fast = estimate(view, &o).unwrap_or_else(|e| panic!("{conv:?} {art:?}: {e}"));
+            assert_eq!(fast, per_pixel(view, &o), "{conv:?} {art:?}");
+            assert!(fast.diagnostics.excluded_dark > 0);
+        }
+    }
+}
+
+#[test]
+fn a_misleading_probe_costs_a_repeated_pass_not_accuracy() {
+    // The probe reads every 8th column of every 8th row. Paint those pixels in two extreme
+    // stains: the probe's cut-offs then lump the real percentiles, which the estimator must
+    // notice and run the pass again without cut-offs.
+    let mut img = mosaic();
+    for y in (0..img.height).step_by(8) {
+        for x in (0..img.width).step_by(8) {
+            let c = if (x / 8 + y / 8) % 2 == 0 {
+                [27, 23, 93]
+            } else {
+                [218, 26, 198]
+            };
+            img.data[(y * img.width + x) * 3..][..3].copy_from_slice(&c);
+        }
+    }
+    let view = img.view();
+    let o = EstimateOptions::default();
+    let mut est = SlideEstimator::new(o.clone()).expect("estimator");
+    let mut passes = Vec::new();
+    while let Some(pass) = est.next_pass() {
+        passes.push(pass);
+        let state = est.begin().expect("begin");
+        est.finish_pass(state.add_all_parallel(&[Tile::new(view)]).expect("add"))
+            .expect("pass");
+    }
+    assert!(passes.len() > 3, "no pass was repeated: {passes:?}");
+    assert_eq!(est.estimate().expect("estimate"), per_pixel(view, &o));
+}

@@ -1,0 +1,416 @@
+//! Counts by colour cell for the angle and concentration passes: the RGB cube cut into 64³
+//! cells of 4³ colours. Where every colour of a cell adds to the same counters (artefact,
+//! kept, lumped, tissue, negative H or E) and none of them is binned, a pixel of that cell is
+//! one table lookup and one increment; only pixels of mixed cells take the per-pixel path.
+//! With the probe's cut-offs, most pixels are lumped, so most cells count alike.
+//!
+//! A cell's range of each per-pixel value comes from the per-channel minima and maxima of
+//! its lookup tables, summed in the per-pixel order: rounding is monotone, so the bounds hold
+//! for the values the per-pixel path computes, and the counts are the same.
+
+use crate::convention::{MaxConcPixels, TissueRule};
+use crate::fit::pseudo_angle;
+use crate::od::PairTable;
+use crate::sampling::{Artefacts, Sink, artefact};
+
+use super::probe::{Below, Between};
+use super::sinks::conc_use;
+
+/// Values per channel in one cell.
+const SIDE: usize = 4;
+const CELLS: usize = 256 / SIDE;
+/// Cells whose colours do not all count alike.
+pub(super) const MIXED: u8 = 0x80;
+pub(super) const DARK: u8 = 1;
+pub(super) const SATURATED: u8 = 2;
+pub(super) const TISSUE: u8 = 4;
+pub(super) const NEG_H: u8 = 8;
+pub(super) const NEG_E: u8 = 16;
+pub(super) const LUMP_H: u8 = 32;
+pub(super) const LUMP_E: u8 = 64;
+
+/// Angle pass: kept (tissue by the pass's rule), and kept and lumped.
+pub(super) const KEPT: u8 = 4;
+pub(super) const KEPT_LUMPED: u8 = 8;
+
+/// A cell's class, or [`MIXED`], for each of the 64³ cells.
+#[derive(Debug)]
+pub(super) struct Cells {
+    class: Vec<u8>,
+}
+
+/// What the angle pass computes per pixel, as the cells need it.
+pub(super) struct AngleCellRule<'a> {
+    pub(super) lxy: &'a PairTable,
+    pub(super) sq: &'a [[f64; 256]; 3],
+    pub(super) od: &'a [[f64; 256]; 3],
+    pub(super) rule: TissueRule,
+    pub(super) beta: f64,
+    pub(super) beta2: f64,
+    pub(super) cut: Between,
+    pub(super) artefacts: Artefacts,
+}
+
+/// What the concentration pass computes per pixel, as the cells need it.
+pub(super) struct ConcRule<'a> {
+    pub(super) lh: &'a [[f32; 256]; 3],
+    pub(super) le: &'a [[f32; 256]; 3],
+    pub(super) sq: &'a [[f64; 256]; 3],
+    pub(super) beta2: f64,
+    pub(super) lows: [f32; 2],
+    pub(super) mode: MaxConcPixels,
+    pub(super) cuts: [Below; 2],
+    pub(super) artefacts: Artefacts,
+}
+
+/// Lower and upper bounds of a per-channel table over each cell's values.
+fn ranges<T: Copy + PartialOrd>(t: &[[T; 256]; 3]) -> [[(T, T); CELLS]; 3] {
+    std::array::from_fn(|c| {
+        std::array::from_fn(|i| {
+            let vals = &t[c][i * SIDE..(i + 1) * SIDE];
+            vals.iter().fold((vals[0], vals[0]), |(lo, hi), &v| {
+                (if v < lo { v } else { lo }, if v > hi { v } else { hi })
+            })
+        })
+    })
+}
+
+/// Bounds of `t[0][r] + t[1][g] + t[2][b]` over cell (i, j, k), summed in that order.
+#[inline(always)]
+fn sum<T: Copy + std::ops::Add<Output = T>>(
+    t: &[[(T, T); CELLS]; 3],
+    i: usize,
+    j: usize,
+    k: usize,
+) -> (T, T) {
+    (
+        t[0][i].0 + t[1][j].0 + t[2][k].0,
+        t[0][i].1 + t[1][j].1 + t[2][k].1,
+    )
+}
+
+/// Some(v) when `f` is `v` at both ends of a monotone range.
+fn same(lo: bool, hi: bool) -> Option<bool> {
+    (lo == hi).then_some(lo)
+}
+
+/// Bounds of `min(t[0][r], t[1][g], t[2][b])` over cell (i, j, k).
+fn min3(t: &[[(f64, f64); CELLS]; 3], i: usize, j: usize, k: usize) -> (f64, f64) {
+    (
+        t[0][i].0.min(t[1][j].0).min(t[2][k].0),
+        t[0][i].1.min(t[1][j].1).min(t[2][k].1),
+    )
+}
+
+/// Bounds of `|v|` for `v` in `(lo, hi)`.
+fn abs_range((lo, hi): (f32, f32)) -> (f32, f32) {
+    if lo <= 0.0 && hi >= 0.0 {
+        (0.0, (-lo).max(hi))
+    } else {
+        (lo.abs().min(hi.abs()), lo.abs().max(hi.abs()))
+    }
+}
+
+/// Pseudo-angles computed in f32 may step back by an ulp or so where the exact ones rise:
+/// corner values are trusted only this far inside the cut-offs.
+const ANGLE_SLACK: f32 = 1e-4;
+
+impl Cells {
+    /// The angle pass's cells.
+    pub(super) fn angles(rule: &AngleCellRule<'_>) -> Self {
+        let part = |p: usize| -> [[f32; 256]; 3] {
+            std::array::from_fn(|c| std::array::from_fn(|v| rule.lxy[c][v][p]))
+        };
+        let (rx, ry) = (ranges(&part(0)), ranges(&part(1)));
+        let (rs, rod) = (ranges(rule.sq), ranges(rule.od));
+        Self::build(rule.artefacts, |i, j, k| {
+            let (x, y) = (sum(&rx, i, j, k), sum(&ry, i, j, k));
+            let kept = match rule.rule {
+                TissueRule::ProjectedNorm => {
+                    let b2 = rule.beta2 as f32;
+                    let ((ax0, ax1), (ay0, ay1)) = (abs_range(x), abs_range(y));
+                    same(ax0 * ax0 + ay0 * ay0 >= b2, ax1 * ax1 + ay1 * ay1 >= b2)?
+                }
+                TissueRule::OdNorm => {
+                    let (lo, hi) = sum(&rs, i, j, k);
+                    same(lo >= rule.beta2, hi >= rule.beta2)?
+                }
+                TissueRule::AllChannels => {
+                    let (lo, hi) = min3(&rod, i, j, k);
+                    same(lo >= rule.beta, hi >= rule.beta)?
+                }
+            };
+            if !kept {
+                return Some(0);
+            }
+            // Corners' angles bound the box's, unless it holds the origin or crosses the
+            // negative x axis, where the pseudo-angle jumps from 2 to -2.
+            if x.0 <= 0.0 && y.0 <= 0.0 && y.1 >= 0.0 {
+                return None;
+            }
+            let corners =
+                [(x.0, y.0), (x.0, y.1), (x.1, y.0), (x.1, y.1)].map(|(a, b)| pseudo_angle(a, b));
+            let lo = corners.iter().copied().fold(f32::INFINITY, f32::min);
+            let hi = corners.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            (rule.cut.lumps(lo - ANGLE_SLACK) && rule.cut.lumps(hi + ANGLE_SLACK))
+                .then_some(KEPT | KEPT_LUMPED)
+        })
+    }
+
+    /// The concentration pass's cells.
+    pub(super) fn concentrations(rule: &ConcRule<'_>) -> Self {
+        let (rh, re, rs) = (ranges(rule.lh), ranges(rule.le), ranges(rule.sq));
+        Self::build(rule.artefacts, |i, j, k| {
+            Self::counted(
+                rule,
+                [sum(&rh, i, j, k), sum(&re, i, j, k)],
+                sum(&rs, i, j, k),
+            )
+        })
+    }
+
+    /// Every cell's class: artefacts here, the rest from `counted`.
+    fn build(artefacts: Artefacts, counted: impl Fn(usize, usize, usize) -> Option<u8>) -> Self {
+        let dark = artefacts.dark_max.map_or(-1i32, i32::from);
+        let mut class = vec![MIXED; CELLS * CELLS * CELLS];
+        for i in 0..CELLS {
+            for j in 0..CELLS {
+                for k in 0..CELLS {
+                    let cell = &mut class[(i * CELLS + j) * CELLS + k];
+                    let top = |x: usize| (x * SIDE + SIDE - 1) as i32;
+                    let bottom = |x: usize| (x * SIDE) as i32;
+                    // Dark: the brightest channel at most `dark`, monotone in each channel.
+                    let Some(is_dark) = same(
+                        bottom(i).max(bottom(j)).max(bottom(k)) <= dark,
+                        top(i).max(top(j)).max(top(k)) <= dark,
+                    ) else {
+                        continue;
+                    };
+                    if is_dark {
+                        *cell = DARK;
+                        continue;
+                    }
+                    // Saturated: a channel at 0, which only the first cell of a channel holds.
+                    if artefacts.saturated && (i == 0 || j == 0 || k == 0) {
+                        continue;
+                    }
+                    if let Some(c) = counted(i, j, k) {
+                        *cell = c;
+                    }
+                }
+            }
+        }
+        Cells { class }
+    }
+
+    /// The class of a cell of non-artefact pixels with concentrations in `conc` and squared
+    /// OD norm in `sq`, if all its pixels agree and none is binned.
+    fn counted(rule: &ConcRule<'_>, conc: [(f32, f32); 2], sq: (f64, f64)) -> Option<u8> {
+        let tissue = same(sq.0 >= rule.beta2, sq.1 >= rule.beta2)?;
+        let mut class = if tissue { TISSUE } else { 0 };
+        let mut uses = [false; 2];
+        for (s, &(lo, hi)) in conc.iter().enumerate() {
+            let neg = tissue && same(lo < 0.0, hi < 0.0)?;
+            let in_range = match rule.mode {
+                MaxConcPixels::ConcAtLeast(_) => same(lo >= rule.lows[s], hi >= rule.lows[s])?,
+                MaxConcPixels::Tissue | MaxConcPixels::All => false,
+            };
+            // conc_use takes both stains' answers; only stain `s`'s is read here.
+            let (uh, ue) = conc_use(rule.mode, tissue, in_range, in_range);
+            uses[s] = if s == 0 { uh } else { ue };
+            if neg {
+                class |= if s == 0 { NEG_H } else { NEG_E };
+            }
+            if uses[s] {
+                // Used pixels must all be lumped: a binned pixel needs its own value.
+                if !(rule.cuts[s].lumps(lo) && rule.cuts[s].lumps(hi)) {
+                    return None;
+                }
+                class |= if s == 0 { LUMP_H } else { LUMP_E };
+            }
+        }
+        Some(class)
+    }
+
+    /// The class of colour (r, g, b).
+    #[inline(always)]
+    pub(super) fn class(&self, r: u8, g: u8, b: u8) -> u8 {
+        let (i, j, k) = (
+            usize::from(r) / SIDE,
+            usize::from(g) / SIDE,
+            usize::from(b) / SIDE,
+        );
+        self.class[(i * CELLS + j) * CELLS + k]
+    }
+
+    /// Counts `px` by cell: `fold(sink, class, n)` takes the `n` pixels of each class that
+    /// is neither mixed nor an artefact, `sink.pixel` each pixel of a mixed cell. Returns the
+    /// dark and saturated counts, as [`Sink::chunk`].
+    #[inline(always)]
+    pub(super) fn count<S: Sink>(
+        &self,
+        sink: &mut S,
+        px: &[u8],
+        dark: i16,
+        sat: bool,
+        mut fold: impl FnMut(&mut S, u8, u64),
+    ) -> (u64, u64) {
+        // Four copies, so that a run of one class does not chain every increment to the last.
+        let mut counts = [[0u32; 128]; 4];
+        let (mut n_dark, mut n_sat) = (0u64, 0u64);
+        for (i, p) in px.chunks_exact(3).enumerate() {
+            let (r, g, b) = (p[0], p[1], p[2]);
+            let class = self.class(r, g, b);
+            if class & MIXED == 0 {
+                counts[i & 3][usize::from(class)] += 1;
+                continue;
+            }
+            match artefact(r, g, b, dark, sat) {
+                (true, _) => n_dark += 1,
+                (_, true) => n_sat += 1,
+                _ => sink.pixel(r, g, b),
+            }
+        }
+        for class in 0..128u8 {
+            let n: u64 = counts
+                .iter()
+                .map(|c| u64::from(c[usize::from(class)]))
+                .sum();
+            if n == 0 {
+                continue;
+            }
+            match class {
+                DARK => n_dark += n,
+                SATURATED => n_sat += n,
+                _ => fold(sink, class, n),
+            }
+        }
+        (n_dark, n_sat)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::convention::Convention;
+    use crate::estimate::{EstimateOptions, I0Source, StainMatrix};
+    use crate::fit::{RUIFROK_E, RUIFROK_H, dot, normalize};
+    use crate::od::dot3;
+    use crate::slide::sinks::AngleRule;
+    use crate::slide::{Common, lut_ctx};
+
+    /// Every colour of the cube against its cell: a cell that is not mixed must give each of
+    /// its colours exactly the counts the per-pixel path gives it.
+    #[test]
+    fn every_colour_of_a_pure_cell_counts_as_its_cell_says() {
+        let conventions = [
+            Convention::classm(),
+            Convention::macenko2009(),
+            Convention {
+                tissue_rule: TissueRule::OdNorm,
+                ..Convention::classm()
+            },
+            Convention {
+                max_conc_pixels: MaxConcPixels::Tissue,
+                ..Convention::classm()
+            },
+        ];
+        let art = Artefacts {
+            dark_max: Some(20),
+            saturated: true,
+        };
+        for conv in conventions {
+            let i0 = match conv.i0 {
+                crate::convention::I0Spec::Fixed(v) => v,
+                crate::convention::I0Spec::Estimate { fallback } => fallback,
+            };
+            let opts = EstimateOptions::new(conv.clone()).with_artefacts(art);
+            let ctx = lut_ctx(Arc::new(Common { opts }), i0, I0Source::Fixed);
+            let (h, e) = (normalize(RUIFROK_H), normalize(RUIFROK_E));
+            let d = dot(e, h);
+            let e2 = normalize([e[0] - d * h[0], e[1] - d * h[1], e[2] - d * h[2]]);
+            let lxy = ctx.lut.weighted_pair(h, e2);
+            let cut = Between { lo: 0.1, hi: 0.7 };
+            let angle = AngleRule::new(&ctx, &lxy);
+            let angles = Cells::angles(&AngleCellRule {
+                lxy: &lxy,
+                sq: &ctx.lut.sq,
+                od: &ctx.lut.od,
+                rule: conv.tissue_rule,
+                beta: conv.beta,
+                beta2: ctx.beta2,
+                cut,
+                artefacts: art,
+            });
+            let pinv = StainMatrix { h, e }.pseudo_inverse();
+            let (lh, le) = (ctx.lut.weighted(pinv[0]), ctx.lut.weighted(pinv[1]));
+            let rule = ConcRule {
+                lh: &lh,
+                le: &le,
+                sq: &ctx.lut.sq,
+                beta2: ctx.beta2,
+                lows: [0.15, 0.15],
+                mode: conv.max_conc_pixels,
+                cuts: [Below { below: 1.0 }, Below { below: 0.6 }],
+                artefacts: art,
+            };
+            let concs = Cells::concentrations(&rule);
+            let dark = art.dark_max.map_or(-1, i16::from);
+            let mut pure = [0u64; 2];
+            for r in 0..=255u8 {
+                for g in 0..=255u8 {
+                    for b in 0..=255u8 {
+                        let artefact_class = match artefact(r, g, b, dark, art.saturated) {
+                            (true, _) => Some(DARK),
+                            (_, true) => Some(SATURATED),
+                            _ => None,
+                        };
+                        let got = angles.class(r, g, b);
+                        if got != MIXED {
+                            pure[0] += 1;
+                            let want =
+                                artefact_class.unwrap_or_else(|| match angle.angle(r, g, b) {
+                                    None => 0,
+                                    Some(a) if cut.lumps(a) => KEPT | KEPT_LUMPED,
+                                    Some(_) => MIXED,
+                                });
+                            assert_eq!(got, want, "angles {conv:?} ({r}, {g}, {b})");
+                        }
+                        let got = concs.class(r, g, b);
+                        if got != MIXED {
+                            pure[1] += 1;
+                            let want = artefact_class.unwrap_or_else(|| {
+                                let (ch, ce) = (dot3(&lh, r, g, b), dot3(&le, r, g, b));
+                                let tissue = ctx.lut.norm_sq(r, g, b) >= ctx.beta2;
+                                let (uh, ue) = conc_use(rule.mode, tissue, ch >= 0.15, ce >= 0.15);
+                                let mut c = if tissue { TISSUE } else { 0 };
+                                for (used, v, k, neg, lump) in
+                                    [(uh, ch, 0, NEG_H, LUMP_H), (ue, ce, 1, NEG_E, LUMP_E)]
+                                {
+                                    if tissue && v < 0.0 {
+                                        c |= neg;
+                                    }
+                                    if used {
+                                        c |= if rule.cuts[k].lumps(v) { lump } else { MIXED };
+                                    }
+                                }
+                                c
+                            });
+                            assert_eq!(got, want, "concentrations {conv:?} ({r}, {g}, {b})");
+                        }
+                    }
+                }
+            }
+            // The cells must also be worth having (a real image sits in far fewer cells, but an
+            // eighth of the whole cube in pure cells rules out cells that are almost all mixed).
+            for (pass, n) in ["angles", "concentrations"].into_iter().zip(pure) {
+                assert!(
+                    n > (1 << 21),
+                    "{conv:?} {pass}: only {n} colours in pure cells"
+                );
+            }
+        }
+    }
+}
