@@ -6,6 +6,7 @@ use crate::error::{Result, StainError};
 use crate::od::dot3;
 use crate::sampling::{BAND_PIXELS, Sampling, Tile, artefact, walk};
 
+use super::cells::{MIXED, Tally};
 use super::sinks::{AngleRule, AngleSink, BgSink, ConcSink, MomentSink};
 use super::{Pass, PassState, State};
 use crate::sampling::Seen;
@@ -129,15 +130,22 @@ impl PassState {
         let dark = o.artefacts.dark_max.map_or(-1i16, i16::from);
         let sat = o.artefacts.saturated;
         let (mut n_dark, mut n_sat) = (0u64, 0u64);
+        // A band is at most a few million pixels: the tally's counters do not overflow.
+        let mut tally = Tally::default();
+        let cells = sink.cells;
         for y in 0..img.height() {
             let hr = &mut h_out[y * w..(y + 1) * w];
             let er = &mut e_out[y * w..(y + 1) * w];
-            for ((p, ho), eo) in img.row(y).chunks_exact(3).zip(hr).zip(er) {
+            for (i, ((p, ho), eo)) in img.row(y).chunks_exact(3).zip(hr).zip(er).enumerate() {
                 let (r, g, b) = (p[0], p[1], p[2]);
                 let ch = dot3(sink.lh, r, g, b);
                 let ce = dot3(sink.le, r, g, b);
                 *ho = ch;
                 *eo = ce;
+                if let Some(class) = cells.map(|c| c.class(r, g, b)).filter(|c| c & MIXED == 0) {
+                    tally.add(i, class);
+                    continue;
+                }
                 match artefact(r, g, b, dark, sat) {
                     (true, _) => n_dark += 1,
                     (_, true) => n_sat += 1,
@@ -145,6 +153,9 @@ impl PassState {
                 }
             }
         }
+        let (d, s) = tally.drain(|class, n| sink.add_class(class, n));
+        n_dark += d;
+        n_sat += s;
         *tissue = sink.tissue;
         *neg = sink.neg;
         *lumped = sink.lumped;

@@ -99,11 +99,12 @@ impl Between {
         if n < MIN_PIXELS || inner >= 0.5 {
             return Between::default();
         }
-        values.sort_unstable_by(f32::total_cmp);
-        let (lo, hi) = (
-            values[(inner * n as f64) as usize],
-            values[((1.0 - inner) * n as f64) as usize],
+        let (a, b) = (
+            (inner * n as f64) as usize,
+            ((1.0 - inner) * n as f64) as usize,
         );
+        let (_, &mut lo, above) = values.select_nth_unstable_by(a, f32::total_cmp);
+        let (_, &mut hi, _) = above.select_nth_unstable_by(b - a - 1, f32::total_cmp);
         if lo.is_finite() && hi.is_finite() && lo < hi {
             Between { lo, hi }
         } else {
@@ -141,8 +142,8 @@ impl Below {
         if n < MIN_PIXELS || inner <= 0.0 {
             return Below::default();
         }
-        values.sort_unstable_by(f32::total_cmp);
-        let below = values[(inner * n as f64) as usize];
+        let (_, &mut below, _) =
+            values.select_nth_unstable_by((inner * n as f64) as usize, f32::total_cmp);
         if below.is_finite() {
             Below { below }
         } else {

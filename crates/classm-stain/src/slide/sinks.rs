@@ -299,14 +299,7 @@ impl Sink for ConcSink<'_> {
         let Some(cells) = self.cells else {
             return one_by_one(self, px, dark, sat);
         };
-        cells.count(self, px, dark, sat, |s, class, n| {
-            let has = |bit: u8| if class & bit != 0 { n } else { 0 };
-            s.tissue += has(cells::TISSUE);
-            s.neg[0] += has(cells::NEG_H);
-            s.neg[1] += has(cells::NEG_E);
-            s.lumped[0] += has(cells::LUMP_H);
-            s.lumped[1] += has(cells::LUMP_E);
-        })
+        cells.count(self, px, dark, sat, Self::add_class)
     }
 }
 
@@ -339,6 +332,16 @@ impl<'a> ConcSink<'a> {
             neg,
             lumped,
         }
+    }
+
+    /// Adds `n` pixels of a colour-cell class.
+    pub(super) fn add_class(&mut self, class: u8, n: u64) {
+        let has = |bit: u8| if class & bit != 0 { n } else { 0 };
+        self.tissue += has(cells::TISSUE);
+        self.neg[0] += has(cells::NEG_H);
+        self.neg[1] += has(cells::NEG_E);
+        self.lumped[0] += has(cells::LUMP_H);
+        self.lumped[1] += has(cells::LUMP_E);
     }
 
     #[inline(always)]
