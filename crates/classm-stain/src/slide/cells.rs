@@ -56,7 +56,8 @@ enum Bounds {
         x: Ranges32,
         y: Ranges32,
         sq: Ranges64,
-        od: Ranges64,
+        /// Only the all-channels rule reads it (boxed: the variants stay the same size).
+        od: Box<Ranges64>,
         rule: TissueRule,
         beta: f64,
         beta2: f64,
@@ -235,7 +236,7 @@ impl Cells {
                 x: ranges(&part(0)),
                 y: ranges(&part(1)),
                 sq: ranges(rule.sq),
-                od: ranges(rule.od),
+                od: Box::new(ranges(rule.od)),
                 rule: rule.rule,
                 beta: rule.beta,
                 beta2: rule.beta2,
