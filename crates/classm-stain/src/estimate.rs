@@ -1,13 +1,12 @@
 //! Estimation options and results, and the per-image entry points.
 
-use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::convention::Convention;
 use crate::error::{Result, StainError};
-use crate::sampling::{Artefacts, BAND_PIXELS, Sampling, Tile};
+use crate::sampling::{Artefacts, Sampling, Tile};
 use crate::separate::{Maps, Output, Separator};
-use crate::slide::{Pass, SlideEstimator};
+use crate::slide::SlideEstimator;
 use crate::view::{MaskView, RgbView};
 
 /// Everything that controls an estimate.
@@ -392,9 +391,8 @@ pub fn estimate_masked(
     estimate_tile(Tile::new(image).with_mask(mask)?, options)
 }
 
-/// Estimates the stains of one image and separates it in the same run: the concentration
-/// pass of the estimate writes the maps, so the image is read three times instead of four.
-/// Identical to [`estimate`] followed by [`Separator::separate`](crate::Separator::separate).
+/// Estimates the stains of one image and separates it: [`estimate`] followed by
+/// [`Separator::separate`](crate::Separator::separate), in one call.
 pub fn estimate_and_separate(
     image: RgbView<'_>,
     options: &EstimateOptions,
@@ -432,57 +430,8 @@ pub fn estimate_and_separate_into(
             });
         }
     }
-    let tile = Tile::new(image);
-    if tile.image.is_empty() {
-        return estimate_tile(tile, options);
-    }
-    let bands = tile.bands(BAND_PIXELS);
-    let mut est = SlideEstimator::new(options.clone())?;
-    let mut fused = false;
-    while let Some(pass) = est.next_pass() {
-        let empty = est.begin()?;
-        let state = if pass == Pass::Concentrations && options.sampling == Sampling::All {
-            let rows = bands[0].image.height();
-            let chunk = rows * image.width();
-            let (state, ok) = bands
-                .par_iter()
-                .zip(h.par_chunks_mut(chunk))
-                .zip(e.par_chunks_mut(chunk))
-                .try_fold(
-                    || (empty.clone(), true),
-                    |(mut s, ok), ((t, hc), ec)| {
-                        let wrote = s.add_writing(t, hc, ec);
-                        if !wrote {
-                            s.add(t)?;
-                        }
-                        Ok::<_, StainError>((s, ok && wrote))
-                    },
-                )
-                .try_reduce(
-                    || (empty.clone(), true),
-                    |(mut a, oka), (b, okb)| {
-                        a.merge(b)?;
-                        Ok((a, oka && okb))
-                    },
-                )?;
-            fused = ok;
-            state
-        } else {
-            empty.add_all_parallel(&bands)?
-        };
-        est.finish_pass(state)?;
-    }
-    let result = est.estimate()?;
-    if !fused {
-        Separator::new(&result)?.separate_into(image, output, h, e)?;
-    } else if output == Output::ModelInput {
-        let sep = Separator::new(&result)?;
-        let [sh, se] = sep.max_conc().map(|m| (1.0 / (2.0 * m)) as f32);
-        h.par_chunks_mut(1 << 16)
-            .for_each(|c| c.iter_mut().for_each(|v| *v = (*v * sh).clamp(0.0, 1.0)));
-        e.par_chunks_mut(1 << 16)
-            .for_each(|c| c.iter_mut().for_each(|v| *v = (*v * se).clamp(0.0, 1.0)));
-    }
+    let result = estimate(image, options)?;
+    Separator::new(&result)?.separate_into(image, output, h, e)?;
     Ok(result)
 }
 

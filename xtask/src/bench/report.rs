@@ -203,20 +203,12 @@ pub fn markdown(r: &Report) -> String {
     for x in &r.rust {
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {} | {:.1} | {:.1}{} | {:.1} | {} | {} |",
+            "| {} | {} | {} | {:.1} | {:.1} | {:.1} | {:.1}{} | {:.1} | {} | {} |",
             image_label(r, &x.spec),
             x.threads,
             x.mode.label(x.tile),
-            if x.mode == Mode::WholeFused {
-                "fused".to_owned()
-            } else {
-                format!("{:.1}", 1e3 * median(&x.estimate_s))
-            },
-            if x.mode == Mode::WholeFused {
-                "fused".to_owned()
-            } else {
-                format!("{:.1}", 1e3 * median(&x.separate_s))
-            },
+            1e3 * median(&x.estimate_s),
+            1e3 * median(&x.separate_s),
             1e3 * x.median_s,
             x.mp_per_s,
             busy(x.others_cores),

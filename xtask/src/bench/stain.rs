@@ -9,7 +9,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 use classm_stain::{
     EstimateOptions, Output, RgbView, Sampling, Separator, SlideEstimator, StainError,
-    StainEstimate, Tile, estimate, estimate_and_separate_into,
+    StainEstimate, Tile, estimate,
 };
 use serde::{Deserialize, Serialize};
 
@@ -64,8 +64,6 @@ pub struct StainArgs {
 pub enum Mode {
     /// `estimate` (all pixels) + `separate_into` on the whole image.
     Whole,
-    /// `estimate_and_separate_into` on the whole image (the concentration pass writes the maps).
-    WholeFused,
     /// `SlideEstimator` over tiles for every pass, then separation tile by tile into one
     /// reusable tile-sized buffer.
     Tiled,
@@ -74,18 +72,12 @@ pub enum Mode {
 }
 
 impl Mode {
-    const ALL: [Mode; 4] = [
-        Mode::Whole,
-        Mode::WholeFused,
-        Mode::Tiled,
-        Mode::TiledGrid10,
-    ];
+    const ALL: [Mode; 3] = [Mode::Whole, Mode::Tiled, Mode::TiledGrid10];
 
     /// Table label.
     pub fn label(self, tile: usize) -> String {
         match self {
             Mode::Whole => "whole image, all pixels".to_owned(),
-            Mode::WholeFused => "whole image, fused estimate_and_separate".to_owned(),
             Mode::Tiled => format!("tiled {tile}², all pixels"),
             Mode::TiledGrid10 => format!("tiled {tile}², grid:10 estimate"),
         }
@@ -94,7 +86,6 @@ impl Mode {
     fn arg(self) -> &'static str {
         match self {
             Mode::Whole => "whole",
-            Mode::WholeFused => "whole-fused",
             Mode::Tiled => "tiled",
             Mode::TiledGrid10 => "tiled-grid10",
         }
@@ -242,29 +233,6 @@ fn run_whole(view: RgbView<'_>) -> Result<Timed> {
     })
 }
 
-/// Estimate and separation in one call: all the time is booked as estimate.
-fn run_fused(view: RgbView<'_>) -> Result<Timed> {
-    let t0 = Instant::now();
-    let mut h = vec![0f32; view.pixels()];
-    let mut e = vec![0f32; view.pixels()];
-    let est = estimate_and_separate_into(
-        view,
-        &EstimateOptions::default(),
-        Output::ModelInput,
-        &mut h,
-        &mut e,
-    )?;
-    std::hint::black_box((&mut h, &mut e));
-    let t1 = Instant::now();
-    drop((h, e));
-    Ok(Timed {
-        estimate: est,
-        estimate_s: (t1 - t0).as_secs_f64(),
-        separate_s: 0.0,
-        passes: Vec::new(),
-    })
-}
-
 /// `(x, y, w, h)` of every tile, row-major.
 fn tile_grid(width: usize, height: usize, tile: usize) -> Vec<(usize, usize, usize, usize)> {
     let mut v = Vec::new();
@@ -342,7 +310,6 @@ pub fn worker(a: &WorkerArgs) -> Result<()> {
         let t0 = Instant::now();
         let r = pool.install(|| match a.mode {
             Mode::Whole => run_whole(view),
-            Mode::WholeFused => run_fused(view),
             Mode::Tiled => run_tiled(view, EstimateOptions::default(), a.tile),
             Mode::TiledGrid10 => run_tiled(
                 view,
@@ -390,7 +357,7 @@ pub fn worker(a: &WorkerArgs) -> Result<()> {
         working_bytes: run_peak.map(|p| p.saturating_sub(image_bytes)),
         checksum,
         tiles: match a.mode {
-            Mode::Whole | Mode::WholeFused => 1,
+            Mode::Whole => 1,
             _ => tile_grid(img.width, img.height, a.tile).len(),
         },
         estimate: first.into(),

@@ -86,8 +86,8 @@ pub fn run(args: SeparateArgs, ctx: &Ctx) -> Result<Status> {
             OutputKind::ModelInput => Some(Output::ModelInput),
             OutputKind::Rgb => None,
         };
-        // Unmasked maps come from the fused estimate, which writes them in its last pass.
-        let (estimate, fused) = match (&given, &mask, kind) {
+        // Unmasked maps come with the estimate from one call.
+        let (estimate, maps) = match (&given, &mask, kind) {
             (Some(g), _, _) => (g.clone(), None),
             (None, None, Some(kind)) => match estimate_and_separate(view, &est.options, kind) {
                 Ok((e, maps)) => (e, Some(maps)),
@@ -100,7 +100,7 @@ pub fn run(args: SeparateArgs, ctx: &Ctx) -> Result<Status> {
         let mut outputs = Vec::with_capacity(3);
         match args.output {
             OutputKind::ModelInput | OutputKind::Concentrations => {
-                let maps = match fused {
+                let maps = match maps {
                     Some(maps) => maps,
                     None => separator.separate(view, kind.unwrap_or(Output::ModelInput))?,
                 };

@@ -3,10 +3,8 @@
 use rayon::prelude::*;
 
 use crate::error::{Result, StainError};
-use crate::od::dot3;
-use crate::sampling::{BAND_PIXELS, Sampling, Tile, artefact, walk};
+use crate::sampling::{BAND_PIXELS, Sampling, Tile, walk};
 
-use super::cells::{MIXED, Tally};
 use super::sinks::{AngleRule, AngleSink, BgSink, ConcSink, MomentSink};
 use super::{Pass, PassState, State};
 use crate::sampling::Seen;
@@ -93,78 +91,6 @@ impl PassState {
             }
         }
         Ok(())
-    }
-
-    /// Concentrations pass only, and only for every-pixel sampling without a mask: adds the
-    /// tile like [`add`](Self::add) and, in the same loop, writes every pixel's concentrations
-    /// (row-major, tile-sized) into `h_out` and `e_out`. Returns `false` (and does nothing)
-    /// when it does not apply.
-    pub(crate) fn add_writing(
-        &mut self,
-        tile: &Tile<'_>,
-        h_out: &mut [f32],
-        e_out: &mut [f32],
-    ) -> bool {
-        let State::Concentrations {
-            ctx,
-            h,
-            e,
-            tissue,
-            neg,
-            lumped,
-        } = &mut self.state
-        else {
-            return false;
-        };
-        let o = &ctx.plane.lut.common.opts;
-        let img = tile.image;
-        let w = img.width();
-        if o.sampling != Sampling::All
-            || tile.mask.is_some()
-            || h_out.len() != img.pixels()
-            || e_out.len() != img.pixels()
-        {
-            return false;
-        }
-        let mut sink = ConcSink::new(ctx, h, e, *tissue, *neg, *lumped);
-        let dark = o.artefacts.dark_max.map_or(-1i16, i16::from);
-        let sat = o.artefacts.saturated;
-        let (mut n_dark, mut n_sat) = (0u64, 0u64);
-        // A band is at most a few million pixels: the tally's counters do not overflow.
-        let mut tally = Tally::default();
-        let cells = sink.cells;
-        for y in 0..img.height() {
-            let hr = &mut h_out[y * w..(y + 1) * w];
-            let er = &mut e_out[y * w..(y + 1) * w];
-            for (i, ((p, ho), eo)) in img.row(y).chunks_exact(3).zip(hr).zip(er).enumerate() {
-                let (r, g, b) = (p[0], p[1], p[2]);
-                let ch = dot3(sink.lh, r, g, b);
-                let ce = dot3(sink.le, r, g, b);
-                *ho = ch;
-                *eo = ce;
-                if let Some(class) = cells.map(|c| c.class(r, g, b)).filter(|c| c & MIXED == 0) {
-                    tally.add(i, class);
-                    continue;
-                }
-                match artefact(r, g, b, dark, sat) {
-                    (true, _) => n_dark += 1,
-                    (_, true) => n_sat += 1,
-                    _ => sink.record(ch, ce, r, g, b),
-                }
-            }
-        }
-        let (d, s) = tally.drain(|class, n| sink.add_class(class, n));
-        n_dark += d;
-        n_sat += s;
-        *tissue = sink.tissue;
-        *neg = sink.neg;
-        *lumped = sink.lumped;
-        let seen = &mut self.seen;
-        seen.pixels += img.pixels() as u64;
-        seen.sampled += img.pixels() as u64;
-        seen.dark += n_dark;
-        seen.saturated += n_sat;
-        true
     }
 
     /// Adds `tiles` in parallel (one state per rayon worker, merged). Deterministic: merging
