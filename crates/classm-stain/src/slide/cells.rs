@@ -119,12 +119,8 @@ fn sum<T: Copy + std::ops::Add<Output = T>>(
     )
 }
 
-/// `Some(v)` when a test that is monotone over a range gives `v` at both of its ends.
-fn same(lo: bool, hi: bool) -> Option<bool> {
-    (lo == hi).then_some(lo)
-}
-
 /// Bounds of `min(t[0][r], t[1][g], t[2][b])` over cell (i, j, k).
+#[inline(always)]
 fn min3(t: &[[(f64, f64); CELLS]; 3], i: usize, j: usize, k: usize) -> (f64, f64) {
     (
         t[0][i].0.min(t[1][j].0).min(t[2][k].0),
@@ -133,59 +129,71 @@ fn min3(t: &[[(f64, f64); CELLS]; 3], i: usize, j: usize, k: usize) -> (f64, f64
 }
 
 /// Bounds of `|v|` for `v` in `(lo, hi)`.
+#[inline(always)]
 fn abs_range((lo, hi): (f32, f32)) -> (f32, f32) {
-    if lo <= 0.0 && hi >= 0.0 {
-        (0.0, (-lo).max(hi))
-    } else {
-        (lo.abs().min(hi.abs()), lo.abs().max(hi.abs()))
-    }
+    let (a, b) = (lo.abs(), hi.abs());
+    let straddles = (lo <= 0.0) & (hi >= 0.0);
+    (if straddles { 0.0 } else { a.min(b) }, a.max(b))
 }
 
 /// Pseudo-angles computed in f32 may step back by an ulp or so where the exact ones rise:
 /// corner values are trusted only this far inside the cut-offs.
 const ANGLE_SLACK: f32 = 1e-4;
 
-/// The angle pass's class of non-artefact pixels with plane coordinates in `(x, y)`, if all
-/// agree and none is binned. The other tissue rules' bounds are computed only when asked.
+// The two class functions below run for every cell of the cube before a pass: they are
+// written without branches (`&` and `|` on bools, selects) so that a row of 64 cells
+// vectorises; each is the per-pixel rule applied to both ends of the cell's bounds.
+
+/// The angle pass's class of non-artefact pixels with plane coordinates in `(x, y)` whose
+/// rule keeps the lower and upper ends of the cell as `kept`, or [`MIXED`] unless all agree
+/// and none is binned.
+#[inline(always)]
 fn angle_class(
     (x, y): ((f32, f32), (f32, f32)),
-    sq: impl Fn() -> (f64, f64),
-    min_od: impl Fn() -> (f64, f64),
-    rule: TissueRule,
-    (beta, beta2): (f64, f64),
+    (kept, kept_hi): (bool, bool),
     cut: Between,
-) -> Option<u8> {
-    let kept = match rule {
-        TissueRule::ProjectedNorm => {
-            let b2 = beta2 as f32;
-            let ((ax0, ax1), (ay0, ay1)) = (abs_range(x), abs_range(y));
-            same(ax0 * ax0 + ay0 * ay0 >= b2, ax1 * ax1 + ay1 * ay1 >= b2)?
-        }
-        TissueRule::OdNorm => {
-            let (lo, hi) = sq();
-            same(lo >= beta2, hi >= beta2)?
-        }
-        TissueRule::AllChannels => {
-            let (lo, hi) = min_od();
-            same(lo >= beta, hi >= beta)?
-        }
-    };
-    if !kept {
-        return Some(0);
-    }
+) -> u8 {
     // Corners' angles bound the box's, unless it holds the origin or crosses the negative x
     // axis, where the pseudo-angle jumps from 2 to -2.
-    if x.0 <= 0.0 && y.0 <= 0.0 && y.1 >= 0.0 {
-        return None;
-    }
+    let crosses = (x.0 <= 0.0) & (y.0 <= 0.0) & (y.1 >= 0.0);
     let corners = [(x.0, y.0), (x.0, y.1), (x.1, y.0), (x.1, y.1)].map(|(a, b)| pseudo_angle(a, b));
-    let lo = corners.iter().copied().fold(f32::INFINITY, f32::min);
-    let hi = corners.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    (cut.lumps(lo - ANGLE_SLACK) && cut.lumps(hi + ANGLE_SLACK)).then_some(KEPT | KEPT_LUMPED)
+    let lo = corners[0].min(corners[1]).min(corners[2]).min(corners[3]);
+    let hi = corners[0].max(corners[1]).max(corners[2]).max(corners[3]);
+    let lumped = cut.lumps(lo - ANGLE_SLACK) & cut.lumps(hi + ANGLE_SLACK);
+    let class = if kept { KEPT | KEPT_LUMPED } else { 0 };
+    let pure = (kept == kept_hi) & (!kept | (!crosses & lumped));
+    if pure { class } else { MIXED }
+}
+
+/// Lower and upper bound of a value over a cell.
+type Bound = (f32, f32);
+
+/// A row of the angle pass's classes: `xy(k)` gives cell k's box in the plane, `kept` the
+/// tissue rule at both ends of the cell, `artefact` the artefact classes.
+#[inline(always)]
+fn angle_row(
+    row: &mut [u8],
+    xy: impl Fn(usize) -> (Bound, Bound),
+    kept: impl Fn(usize, Bound, Bound) -> (bool, bool),
+    artefact: impl Fn(usize, u8) -> u8,
+    cut: Between,
+) {
+    for (k, c) in row.iter_mut().enumerate() {
+        let (x, y) = xy(k);
+        *c = artefact(k, angle_class((x, y), kept(k, x, y), cut));
+    }
+}
+
+/// Whether the projected-norm rule keeps the lower and upper ends of a box in the plane.
+#[inline(always)]
+fn projected_norm_keeps(x: (f32, f32), y: (f32, f32), b2: f32) -> (bool, bool) {
+    let ((ax0, ax1), (ay0, ay1)) = (abs_range(x), abs_range(y));
+    (ax0 * ax0 + ay0 * ay0 >= b2, ax1 * ax1 + ay1 * ay1 >= b2)
 }
 
 /// The concentration pass's class of non-artefact pixels with concentrations in `conc` and
-/// squared OD norm in `sq`, if all agree and none is binned.
+/// squared OD norm in `sq`, or [`MIXED`] unless all agree and none is binned.
+#[inline(always)]
 fn conc_class(
     conc: [(f32, f32); 2],
     sq: (f64, f64),
@@ -193,30 +201,27 @@ fn conc_class(
     lows: [f32; 2],
     mode: MaxConcPixels,
     cuts: [Below; 2],
-) -> Option<u8> {
-    let tissue = same(sq.0 >= beta2, sq.1 >= beta2)?;
+) -> u8 {
+    let tissue = sq.0 >= beta2;
+    let mut pure = tissue == (sq.1 >= beta2);
     let mut class = if tissue { TISSUE } else { 0 };
-    for (s, &(lo, hi)) in conc.iter().enumerate() {
-        let neg = tissue && same(lo < 0.0, hi < 0.0)?;
-        let in_range = match mode {
-            MaxConcPixels::ConcAtLeast(_) => same(lo >= lows[s], hi >= lows[s])?,
-            MaxConcPixels::Tissue | MaxConcPixels::All => false,
-        };
+    let by_range = matches!(mode, MaxConcPixels::ConcAtLeast(_));
+    for (s, ((lo, hi), (neg_bit, lump_bit))) in conc
+        .into_iter()
+        .zip([(NEG_H, LUMP_H), (NEG_E, LUMP_E)])
+        .enumerate()
+    {
+        pure &= !tissue | ((lo < 0.0) == (hi < 0.0));
+        let in_range = lo >= lows[s];
+        pure &= !by_range | (in_range == (hi >= lows[s]));
         // conc_use takes both stains' answers; only stain `s`'s is read here.
         let (uh, ue) = conc_use(mode, tissue, in_range, in_range);
         let used = if s == 0 { uh } else { ue };
-        if neg {
-            class |= if s == 0 { NEG_H } else { NEG_E };
-        }
-        if used {
-            // Used pixels must all be lumped: a binned pixel needs its own value.
-            if !(cuts[s].lumps(lo) && cuts[s].lumps(hi)) {
-                return None;
-            }
-            class |= if s == 0 { LUMP_H } else { LUMP_E };
-        }
+        // Used pixels must all be lumped: a binned pixel needs its own value.
+        pure &= !used | (cuts[s].lumps(lo) & cuts[s].lumps(hi));
+        class |= if tissue & (lo < 0.0) { neg_bit } else { 0 } | if used { lump_bit } else { 0 };
     }
-    Some(class)
+    if pure { class } else { MIXED }
 }
 
 impl Cells {
@@ -267,8 +272,8 @@ impl Cells {
             .par_chunks_mut(CELLS * CELLS)
             .enumerate()
             .for_each(|(i, slab)| {
-                for (jk, c) in slab.iter_mut().enumerate() {
-                    *c = rule.classify(i, jk / CELLS, jk % CELLS);
+                for (j, row) in slab.chunks_exact_mut(CELLS).enumerate() {
+                    rule.classify_row(i, j, row);
                 }
             });
         Cells { class }
@@ -324,26 +329,27 @@ struct Rule {
 }
 
 impl Rule {
-    /// The class of cell (i, j, k): artefacts here, the rest from the pass's bounds.
-    fn classify(&self, i: usize, j: usize, k: usize) -> u8 {
+    /// The classes of cells (i, j, 0..64): artefacts here, the rest from the pass's bounds.
+    fn classify_row(&self, i: usize, j: usize, row: &mut [u8]) {
         let dark = self.artefacts.dark_max.map_or(-1i32, i32::from);
         let top = |x: usize| (x * SIDE + SIDE - 1) as i32;
         let bottom = |x: usize| (x * SIDE) as i32;
-        // Dark: the brightest channel at most `dark`, monotone in each channel.
-        let Some(is_dark) = same(
-            bottom(i).max(bottom(j)).max(bottom(k)) <= dark,
-            top(i).max(top(j)).max(top(k)) <= dark,
-        ) else {
-            return MIXED;
+        let saturated = self.artefacts.saturated;
+        // Dark: the brightest channel at most `dark`, monotone in each channel. Saturated: a
+        // channel at 0, which only the first cell of a channel holds.
+        let artefact = |k: usize, class: u8| -> u8 {
+            let all_dark = top(i).max(top(j)).max(top(k)) <= dark;
+            let none_dark = bottom(i).max(bottom(j)).max(bottom(k)) > dark;
+            let maybe_saturated = saturated & ((i == 0) | (j == 0) | (k == 0));
+            if all_dark {
+                DARK
+            } else if !none_dark | maybe_saturated {
+                MIXED
+            } else {
+                class
+            }
         };
-        if is_dark {
-            return DARK;
-        }
-        // Saturated: a channel at 0, which only the first cell of a channel holds.
-        if self.artefacts.saturated && (i == 0 || j == 0 || k == 0) {
-            return MIXED;
-        }
-        let class = match &self.bounds {
+        match &self.bounds {
             Bounds::Angles {
                 x,
                 y,
@@ -353,14 +359,42 @@ impl Rule {
                 beta,
                 beta2,
                 cut,
-            } => angle_class(
-                (sum(x, i, j, k), sum(y, i, j, k)),
-                || sum(sq, i, j, k),
-                || min3(od, i, j, k),
-                *rule,
-                (*beta, *beta2),
-                *cut,
-            ),
+            } => {
+                // One loop per tissue rule, so that each is straight-line code.
+                let xy = |k: usize| (sum(x, i, j, k), sum(y, i, j, k));
+                match rule {
+                    TissueRule::ProjectedNorm => {
+                        let b2 = *beta2 as f32;
+                        angle_row(
+                            row,
+                            xy,
+                            |_, xs, ys| projected_norm_keeps(xs, ys, b2),
+                            artefact,
+                            *cut,
+                        );
+                    }
+                    TissueRule::OdNorm => angle_row(
+                        row,
+                        xy,
+                        |k, _, _| {
+                            let (lo, hi) = sum(sq, i, j, k);
+                            (lo >= *beta2, hi >= *beta2)
+                        },
+                        artefact,
+                        *cut,
+                    ),
+                    TissueRule::AllChannels => angle_row(
+                        row,
+                        xy,
+                        |k, _, _| {
+                            let (lo, hi) = min3(od, i, j, k);
+                            (lo >= *beta, hi >= *beta)
+                        },
+                        artefact,
+                        *cut,
+                    ),
+                }
+            }
             Bounds::Concentrations {
                 h,
                 e,
@@ -369,16 +403,20 @@ impl Rule {
                 lows,
                 mode,
                 cuts,
-            } => conc_class(
-                [sum(h, i, j, k), sum(e, i, j, k)],
-                sum(sq, i, j, k),
-                *beta2,
-                *lows,
-                *mode,
-                *cuts,
-            ),
-        };
-        class.unwrap_or(MIXED)
+            } => {
+                for (k, c) in row.iter_mut().enumerate() {
+                    let class = conc_class(
+                        [sum(h, i, j, k), sum(e, i, j, k)],
+                        sum(sq, i, j, k),
+                        *beta2,
+                        *lows,
+                        *mode,
+                        *cuts,
+                    );
+                    *c = artefact(k, class);
+                }
+            }
+        }
     }
 }
 
