@@ -38,7 +38,8 @@ pub(super) const KEPT_LUMPED: u8 = 8;
 /// A cell's class, or [`MIXED`], for each of the 64³ cells.
 #[derive(Debug)]
 pub(super) struct Cells {
-    class: Vec<u8>,
+    /// A fixed-size array, so that indexing it by a colour needs no bounds check.
+    class: Box<[u8; CELLS * CELLS * CELLS]>,
 }
 
 type Ranges32 = [[(f32, f32); CELLS]; 3];
@@ -276,6 +277,10 @@ impl Cells {
                     rule.classify_row(i, j, row);
                 }
             });
+        let class = class
+            .into_boxed_slice()
+            .try_into()
+            .unwrap_or_else(|_| unreachable!("the table has one entry per cell"));
         Cells { class }
     }
 
