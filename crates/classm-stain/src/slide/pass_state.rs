@@ -66,11 +66,15 @@ impl PassState {
                     rule: AngleRule::new(&ctx.lut, &ctx.lxy),
                     cut: ctx.cut,
                     cells: ctx.cells.as_deref(),
+                    tally: None,
                     hist,
                     kept: *kept,
                     lumped: *lumped,
                 };
-                let sink = walk(tile, o.sampling, o.artefacts, seen, sink);
+                let mut sink = walk(tile, o.sampling, o.artefacts, seen, sink);
+                let (dark, saturated) = sink.drain();
+                seen.dark += dark;
+                seen.saturated += saturated;
                 *kept = sink.kept;
                 *lumped = sink.lumped;
             }
@@ -84,7 +88,10 @@ impl PassState {
             } => {
                 let o = &ctx.plane.lut.common.opts;
                 let sink = ConcSink::new(ctx, h, e, *tissue, *neg, *lumped);
-                let sink = walk(tile, o.sampling, o.artefacts, seen, sink);
+                let mut sink = walk(tile, o.sampling, o.artefacts, seen, sink);
+                let (dark, saturated) = sink.drain();
+                seen.dark += dark;
+                seen.saturated += saturated;
                 *tissue = sink.tissue;
                 *neg = sink.neg;
                 *lumped = sink.lumped;

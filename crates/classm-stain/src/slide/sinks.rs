@@ -5,7 +5,7 @@ use crate::fit::{ANGLE_BINS, CONC_BINS, FLUSH, Moments, bin_of, pseudo_angle};
 use crate::od::{OdLut, PairTable, dot3, dot3_pair};
 use crate::sampling::{CHUNK, Sink, artefact, one_by_one};
 
-use super::cells::{self, Cells};
+use super::cells::{self, Cells, Tally};
 use super::probe::{Below, Between};
 use super::{LutCtx, VecCtx};
 
@@ -229,6 +229,8 @@ pub(super) struct AngleSink<'a> {
     pub(super) rule: AngleRule<'a>,
     pub(super) cut: Between,
     pub(super) cells: Option<&'a Cells>,
+    /// Pixels counted by cell, until [`Self::drain`].
+    pub(super) tally: Option<Box<Tally>>,
     pub(super) hist: &'a mut [u64],
     pub(super) kept: u64,
     pub(super) lumped: u64,
@@ -257,10 +259,23 @@ impl Sink for AngleSink<'_> {
         let Some(cells) = self.cells else {
             return one_by_one(self, px, dark, sat);
         };
-        cells.count(self, px, dark, sat, |s, class, n| {
+        let mut tally = self.tally.take().unwrap_or_default();
+        let counts = cells.count(self, &mut tally, px, dark, sat);
+        self.tally = Some(tally);
+        counts
+    }
+}
+
+impl AngleSink<'_> {
+    /// Adds the pixels counted by cell; returns the dark and saturated ones among them.
+    pub(super) fn drain(&mut self) -> (u64, u64) {
+        let Some(tally) = self.tally.take() else {
+            return (0, 0);
+        };
+        tally.drain(|class, n| {
             let has = |bit: u8| if class & bit != 0 { n } else { 0 };
-            s.kept += has(cells::KEPT);
-            s.lumped += has(cells::KEPT_LUMPED);
+            self.kept += has(cells::KEPT);
+            self.lumped += has(cells::KEPT_LUMPED);
         })
     }
 }
@@ -277,6 +292,8 @@ pub(super) struct ConcSink<'a> {
     pub(super) mode: MaxConcPixels,
     pub(super) cuts: [Below; 2],
     pub(super) cells: Option<&'a Cells>,
+    /// Pixels counted by cell, until [`Self::drain`].
+    pub(super) tally: Option<Box<Tally>>,
     pub(super) h: &'a mut [u64],
     pub(super) e: &'a mut [u64],
     pub(super) tissue: u64,
@@ -299,7 +316,10 @@ impl Sink for ConcSink<'_> {
         let Some(cells) = self.cells else {
             return one_by_one(self, px, dark, sat);
         };
-        cells.count(self, px, dark, sat, Self::add_class)
+        let mut tally = self.tally.take().unwrap_or_default();
+        let counts = cells.count(self, &mut tally, px, dark, sat);
+        self.tally = Some(tally);
+        counts
     }
 }
 
@@ -326,6 +346,7 @@ impl<'a> ConcSink<'a> {
             mode: ctx.plane.lut.common.opts.convention.max_conc_pixels,
             cuts: ctx.cuts,
             cells: ctx.cells.as_deref(),
+            tally: None,
             h,
             e,
             tissue,
@@ -334,14 +355,19 @@ impl<'a> ConcSink<'a> {
         }
     }
 
-    /// Adds `n` pixels of a colour-cell class.
-    pub(super) fn add_class(&mut self, class: u8, n: u64) {
-        let has = |bit: u8| if class & bit != 0 { n } else { 0 };
-        self.tissue += has(cells::TISSUE);
-        self.neg[0] += has(cells::NEG_H);
-        self.neg[1] += has(cells::NEG_E);
-        self.lumped[0] += has(cells::LUMP_H);
-        self.lumped[1] += has(cells::LUMP_E);
+    /// Adds the pixels counted by cell; returns the dark and saturated ones among them.
+    pub(super) fn drain(&mut self) -> (u64, u64) {
+        let Some(tally) = self.tally.take() else {
+            return (0, 0);
+        };
+        tally.drain(|class, n| {
+            let has = |bit: u8| if class & bit != 0 { n } else { 0 };
+            self.tissue += has(cells::TISSUE);
+            self.neg[0] += has(cells::NEG_H);
+            self.neg[1] += has(cells::NEG_E);
+            self.lumped[0] += has(cells::LUMP_H);
+            self.lumped[1] += has(cells::LUMP_E);
+        })
     }
 
     #[inline(always)]
