@@ -13,7 +13,7 @@ use rayon::prelude::*;
 use crate::convention::{MaxConcPixels, TissueRule};
 use crate::fit::pseudo_angle;
 use crate::od::PairTable;
-use crate::sampling::{Artefacts, Sink, artefact};
+use crate::sampling::{Artefacts, Sink, artefact, one_by_one};
 
 use super::probe::{Below, Between};
 use super::sinks::conc_use;
@@ -322,6 +322,27 @@ impl Cells {
             }
         }
         (n_dark, n_sat)
+    }
+}
+
+/// A pass's sink that counts by colour cell where the pass has cells.
+pub(super) trait CellSink<'a>: Sink + Sized {
+    /// The pass's cells, if it has them.
+    fn cells(&self) -> Option<&'a Cells>;
+    /// The sink's tally, created by the first chunk counted by cell.
+    fn tally(&mut self) -> &mut Option<Box<Tally>>;
+
+    /// [`Sink::chunk`] by colour cell: one lookup and one increment for a pixel whose cell
+    /// counts alike, the per-pixel path for the others (and for every pixel without cells).
+    #[inline(always)]
+    fn chunk_by_cell(&mut self, px: &[u8], dark: i16, sat: bool) -> (u64, u64) {
+        let Some(cells) = self.cells() else {
+            return one_by_one(self, px, dark, sat);
+        };
+        let mut tally = self.tally().take().unwrap_or_default();
+        let counts = cells.count(self, &mut tally, px, dark, sat);
+        *self.tally() = Some(tally);
+        counts
     }
 }
 

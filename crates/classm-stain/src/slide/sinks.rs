@@ -5,7 +5,7 @@ use crate::fit::{ANGLE_BINS, CONC_BINS, FLUSH, Moments, bin_of, pseudo_angle};
 use crate::od::{OdLut, PairTable, dot3, dot3_pair};
 use crate::sampling::{CHUNK, Sink, artefact, one_by_one};
 
-use super::cells::{self, Cells, Tally};
+use super::cells::{self, CellSink, Cells, Tally};
 use super::probe::{Below, Between};
 use super::{LutCtx, VecCtx};
 
@@ -253,16 +253,29 @@ impl Sink for AngleSink<'_> {
         }
     }
 
-    /// By colour cell where the cells are built (see the concentration pass).
     #[inline(always)]
     fn chunk(&mut self, px: &[u8], dark: i16, sat: bool) -> (u64, u64) {
-        let Some(cells) = self.cells else {
-            return one_by_one(self, px, dark, sat);
-        };
-        let mut tally = self.tally.take().unwrap_or_default();
-        let counts = cells.count(self, &mut tally, px, dark, sat);
-        self.tally = Some(tally);
-        counts
+        self.chunk_by_cell(px, dark, sat)
+    }
+}
+
+impl<'a> CellSink<'a> for AngleSink<'a> {
+    fn cells(&self) -> Option<&'a Cells> {
+        self.cells
+    }
+
+    fn tally(&mut self) -> &mut Option<Box<Tally>> {
+        &mut self.tally
+    }
+}
+
+impl<'a> CellSink<'a> for ConcSink<'a> {
+    fn cells(&self) -> Option<&'a Cells> {
+        self.cells
+    }
+
+    fn tally(&mut self) -> &mut Option<Box<Tally>> {
+        &mut self.tally
     }
 }
 
@@ -309,17 +322,9 @@ impl Sink for ConcSink<'_> {
         self.record(ch, ce, r, g, b);
     }
 
-    /// By colour cell where the cells are built: one lookup and one increment for a pixel
-    /// whose cell counts alike, the per-pixel path for the others.
     #[inline(always)]
     fn chunk(&mut self, px: &[u8], dark: i16, sat: bool) -> (u64, u64) {
-        let Some(cells) = self.cells else {
-            return one_by_one(self, px, dark, sat);
-        };
-        let mut tally = self.tally.take().unwrap_or_default();
-        let counts = cells.count(self, &mut tally, px, dark, sat);
-        self.tally = Some(tally);
-        counts
+        self.chunk_by_cell(px, dark, sat)
     }
 }
 

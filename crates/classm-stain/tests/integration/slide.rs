@@ -298,13 +298,7 @@ fn the_vector_loops_of_the_all_pixel_path_give_the_per_pixel_loops_bits() {
         Convention::macenko2009(),
         Convention::classm().with_estimated_i0(),
     ];
-    let artefacts = [
-        classm_stain::Artefacts::default(),
-        classm_stain::Artefacts {
-            dark_max: Some(20),
-            saturated: true,
-        },
-    ];
+    let artefacts = artefact_settings();
     for conv in conventions {
         for art in artefacts {
             let o = EstimateOptions::new(conv.clone()).with_artefacts(art);
@@ -314,6 +308,17 @@ fn the_vector_loops_of_the_all_pixel_path_give_the_per_pixel_loops_bits() {
             assert!(plain.diagnostics.excluded_dark > 0);
         }
     }
+}
+
+/// The default artefact rules, and stricter ones (dark up to 20, saturated channels).
+fn artefact_settings() -> [classm_stain::Artefacts; 2] {
+    [
+        classm_stain::Artefacts::default(),
+        classm_stain::Artefacts {
+            dark_max: Some(20),
+            saturated: true,
+        },
+    ]
 }
 
 /// The fixture tile mirrored into a 3 × 3 mosaic (2.3 MP): past the size from which the angle
@@ -371,13 +376,7 @@ fn cut_offs_and_colour_cells_leave_every_estimate_unchanged() {
             ..Convention::classm()
         },
     ];
-    let artefacts = [
-        classm_stain::Artefacts::default(),
-        classm_stain::Artefacts {
-            dark_max: Some(20),
-            saturated: true,
-        },
-    ];
+    let artefacts = artefact_settings();
     for conv in conventions {
         for art in artefacts {
             let o = EstimateOptions::new(conv.clone()).with_artefacts(art);
