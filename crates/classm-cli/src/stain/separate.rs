@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::{Args, ValueEnum};
-use classm_stain::{Output, RgbView, Sampling, Separator, Stain, estimate_and_separate};
+use classm_stain::{Output, RgbView, Sampling, Separator, Stain};
 
 use super::options::{EstimationArgs, InputArgs};
 use super::{StainFile, UsedEstimate, batch_inputs, load_input, run_batch};
@@ -81,29 +81,20 @@ pub fn run(args: SeparateArgs, ctx: &Ctx) -> Result<Status> {
         };
         let (loaded, mask) = load_input(input, mask_dir, conversion)?;
         let view = RgbView::try_from(&loaded.image)?;
-        let kind = match args.output {
-            OutputKind::Concentrations => Some(Output::Concentrations),
-            OutputKind::ModelInput => Some(Output::ModelInput),
-            OutputKind::Rgb => None,
-        };
-        // Unmasked maps come with the estimate from one call.
-        let (estimate, maps) = match (&given, &mask, kind) {
-            (Some(g), _, _) => (g.clone(), None),
-            (None, None, Some(kind)) => match estimate_and_separate(view, &est.options, kind) {
-                Ok((e, maps)) => (e, Some(maps)),
-                Err(e) => (est.or_fallback(Err(e))?, None),
-            },
-            (None, _, _) => (est.estimate(&loaded.image, mask.as_ref())?, None),
+        let estimate = match &given {
+            Some(g) => g.clone(),
+            None => est.estimate(&loaded.image, mask.as_ref())?,
         };
         let separator = Separator::new(&estimate)?;
         io::create_dir(&args.out_dir.join(&input.rel_dir))?;
         let mut outputs = Vec::with_capacity(3);
         match args.output {
             OutputKind::ModelInput | OutputKind::Concentrations => {
-                let maps = match maps {
-                    Some(maps) => maps,
-                    None => separator.separate(view, kind.unwrap_or(Output::ModelInput))?,
+                let kind = match args.output {
+                    OutputKind::Concentrations => Output::Concentrations,
+                    _ => Output::ModelInput,
                 };
+                let maps = separator.separate(view, kind)?;
                 for (suffix, data) in [(".H.npy", &maps.h), (".E.npy", &maps.e)] {
                     let path = input.output(&args.out_dir, suffix);
                     io::refuse_overwriting_input(&input.path, &path)?;
