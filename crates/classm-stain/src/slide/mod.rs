@@ -24,7 +24,7 @@ mod pass_state;
 mod probe;
 mod sinks;
 
-use sinks::{AngleRule, conc_use};
+use sinks::{AngleRule, angle_bin, conc_use};
 
 use cells::{AngleCellRule, Cells, ConcRule};
 use probe::{Below, Between, Probe, lump_and_check};
@@ -378,20 +378,19 @@ fn estimate_i0(hist: &[[u64; 256]; 3], n: u64, usable: u64) -> Option<[f64; 3]> 
     Some(i0)
 }
 
-/// The angle bin of pseudo-angle `v` (any bin for an infinite `v`: nothing is lumped then).
-fn angle_bin(v: f32) -> usize {
-    bin_of(v, -2.0, ANGLE_BINS as f32 / 4.0, ANGLE_BINS)
-}
-
 /// The bin of stain `k`'s concentration cut-off.
 fn conc_bin(ctx: &VecCtx, k: usize) -> usize {
-    let (lo, hi) = if k == 0 { ctx.h_range } else { ctx.e_range };
-    bin_of(
-        ctx.cuts[k].below,
-        lo,
-        CONC_BINS as f32 / (hi - lo),
-        CONC_BINS,
-    )
+    let (lo, inv) = ctx.conc_scale(k);
+    bin_of(ctx.cuts[k].below, lo, inv, CONC_BINS)
+}
+
+impl VecCtx {
+    /// Stain `k`'s concentration histogram: its lower end and bins per unit. The pass and the
+    /// cut-off's bin must use the same values, bit for bit.
+    fn conc_scale(&self, k: usize) -> (f32, f32) {
+        let (lo, hi) = if k == 0 { self.h_range } else { self.e_range };
+        (lo, CONC_BINS as f32 / (hi - lo))
+    }
 }
 
 fn fit_plane(

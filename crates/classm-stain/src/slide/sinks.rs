@@ -236,7 +236,9 @@ pub(super) struct AngleSink<'a> {
     pub(super) lumped: u64,
 }
 
-fn angle_bin(a: f32) -> usize {
+/// The angle bin of pseudo-angle `a` (for an infinite cut-off, any bin: nothing is lumped
+/// then). The pass and its cut-offs' bins both come from here.
+pub(super) fn angle_bin(a: f32) -> usize {
     bin_of(a, -2.0, ANGLE_BINS as f32 / 4.0, ANGLE_BINS)
 }
 
@@ -260,16 +262,6 @@ impl Sink for AngleSink<'_> {
 }
 
 impl<'a> CellSink<'a> for AngleSink<'a> {
-    fn cells(&self) -> Option<&'a Cells> {
-        self.cells
-    }
-
-    fn tally(&mut self) -> &mut Option<Box<Tally>> {
-        &mut self.tally
-    }
-}
-
-impl<'a> CellSink<'a> for ConcSink<'a> {
     fn cells(&self) -> Option<&'a Cells> {
         self.cells
     }
@@ -328,6 +320,16 @@ impl Sink for ConcSink<'_> {
     }
 }
 
+impl<'a> CellSink<'a> for ConcSink<'a> {
+    fn cells(&self) -> Option<&'a Cells> {
+        self.cells
+    }
+
+    fn tally(&mut self) -> &mut Option<Box<Tally>> {
+        &mut self.tally
+    }
+}
+
 impl<'a> ConcSink<'a> {
     pub(super) fn new(
         ctx: &'a VecCtx,
@@ -337,8 +339,7 @@ impl<'a> ConcSink<'a> {
         neg: [u64; 2],
         lumped: [u64; 2],
     ) -> Self {
-        let (hlo, hhi) = ctx.h_range;
-        let (elo, ehi) = ctx.e_range;
+        let ((hlo, hinv), (elo, einv)) = (ctx.conc_scale(0), ctx.conc_scale(1));
         ConcSink {
             lut: &ctx.plane.lut.lut,
             beta2: ctx.plane.lut.beta2,
@@ -346,8 +347,8 @@ impl<'a> ConcSink<'a> {
             le: &ctx.le,
             hlo,
             elo,
-            hinv: CONC_BINS as f32 / (hhi - hlo),
-            einv: CONC_BINS as f32 / (ehi - elo),
+            hinv,
+            einv,
             mode: ctx.plane.lut.common.opts.convention.max_conc_pixels,
             cuts: ctx.cuts,
             cells: ctx.cells.as_deref(),
@@ -376,7 +377,7 @@ impl<'a> ConcSink<'a> {
     }
 
     #[inline(always)]
-    pub(super) fn record(&mut self, ch: f32, ce: f32, r: u8, g: u8, b: u8) {
+    fn record(&mut self, ch: f32, ce: f32, r: u8, g: u8, b: u8) {
         let is_tissue = self.lut.norm_sq(r, g, b) >= self.beta2;
         self.tissue += u64::from(is_tissue);
         self.neg[0] += u64::from(is_tissue & (ch < 0.0));
